@@ -1,0 +1,1 @@
+"""Synthetic old-photo degradations (filled in by the degradations work)."""

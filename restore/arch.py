@@ -1,0 +1,187 @@
+"""Network builders shared by training, inference and export.
+
+The generator is fastai's DynamicUnet over a torchvision ResNet encoder, exactly what `unet_learner` builds,
+so a checkpoint made by training loads into the model that inference builds from the same `GeneratorSpec`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from fastai.layers import NormType
+from fastai.vision.gan import gan_critic
+from fastai.vision.learner import create_body, unet_learner
+from fastai.vision.models.unet import DynamicUnet
+from torch import nn
+from torch.nn.utils import remove_spectral_norm, remove_weight_norm
+from torchvision import models as tv_models
+
+from restore.imaging import Y_RANGE
+
+log = logging.getLogger(__name__)
+
+_ENCODERS = {
+    "resnet18": tv_models.resnet18,
+    "resnet34": tv_models.resnet34,
+    "resnet50": tv_models.resnet50,
+}
+_NORMS = {
+    "spectral": NormType.Spectral,
+    "weight": NormType.Weight,
+    "batch": NormType.Batch,
+    "none": None,
+}
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    encoder: str = "resnet34"            # torchvision ResNet used as the U-Net encoder
+    self_attention: bool = True          # fastai SelfAttention in the decoder (DeOldify's choice)
+    blur: bool = True                    # blur after pixel shuffle: removes checkerboard artifacts
+    norm_type: str = "spectral"          # decoder conv norm: spectral | weight | batch | none
+    y_range: tuple = Y_RANGE             # sigmoid output range; data is [-1, 1] (restore.imaging)
+    last_cross: bool = True              # final cross connection from the input (keeps fine detail)
+    bottle: bool = False                 # bottleneck in the last cross connection
+    output_space: str = "rgb"            # "rgb": predict RGB; "lab": predict L*a*b* scaled to [-1, 1]
+
+    def __post_init__(self):
+        if self.encoder not in _ENCODERS:
+            raise ValueError(f"unknown encoder {self.encoder!r}; choose from {', '.join(_ENCODERS)}")
+        if self.norm_type not in _NORMS:
+            raise ValueError(f"unknown norm_type {self.norm_type!r}; choose from {', '.join(_NORMS)}")
+        if self.output_space not in ("rgb", "lab"):
+            raise ValueError(f"unknown output_space {self.output_space!r}; choose rgb or lab")
+
+    def unet_kwargs(self) -> dict:
+        return dict(
+            blur=self.blur,
+            self_attention=self.self_attention,
+            norm_type=_NORMS[self.norm_type],
+            y_range=tuple(self.y_range),
+            last_cross=self.last_cross,
+            bottle=self.bottle,
+        )
+
+
+def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
+    """Load a user-supplied torchvision ResNet state dict (e.g. ImageNet weights) into `encoder`.
+
+    Never unpickles arbitrary objects (`weights_only=True`); the classifier head (`fc.*`) is ignored because
+    the U-Net cuts it off.
+    """
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for bad files; all mean "not usable weights"
+        raise ValueError(f"{path}: not a loadable weights file ({type(error).__name__}: {error})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    missing, unexpected = encoder.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("fc.")]
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: encoder weights do not match: {len(missing)} missing (e.g. {missing[:2]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:2]})"
+        )
+
+
+def _encoder(spec: GeneratorSpec, encoder_weights: str | Path | None) -> nn.Module:
+    encoder = _ENCODERS[spec.encoder](weights=None)
+    if encoder_weights is not None:
+        load_encoder_weights(encoder, encoder_weights)
+    return encoder
+
+
+def build_generator(spec: GeneratorSpec = GeneratorSpec(), encoder_weights: str | Path | None = None,
+                    img_size: tuple[int, int] = (128, 128)) -> nn.Module:
+    """The U-Net generator, randomly initialised unless `encoder_weights` (a local ResNet state dict) is given.
+
+    `img_size` only sizes the layers' construction pass; the network runs on any size that is a multiple of 32.
+    """
+    body = create_body(_encoder(spec, encoder_weights), n_in=3, pretrained=encoder_weights is not None)
+    return DynamicUnet(body, n_out=3, img_size=img_size, **spec.unet_kwargs())
+
+
+def generator_learner(dls, spec: GeneratorSpec = GeneratorSpec(), encoder_weights: str | Path | None = None,
+                      **learner_kwargs):
+    """fastai `unet_learner` for `spec`.
+
+    Inputs are already scaled to [-1, 1] by our data pipeline, so fastai's ImageNet normalisation is off.
+    With `encoder_weights` the learner starts frozen (fastai's default for pretrained encoders).
+    """
+
+    def arch(weights=None, pretrained=False):
+        # unet_learner calls arch(weights=...) for torchvision models; we supply our own encoder instead.
+        return _encoder(spec, encoder_weights)
+
+    # fastai looks up cut/split metadata by the arch function; reuse the stock ResNet entry.
+    from fastai.vision.learner import model_meta
+    model_meta[arch] = {k: v for k, v in model_meta[_ENCODERS[spec.encoder]].items() if k != "weights"}
+    try:
+        learn = unet_learner(dls, arch, normalize=False, n_out=3, pretrained=encoder_weights is not None,
+                             **spec.unet_kwargs(), **learner_kwargs)
+    finally:
+        model_meta.pop(arch, None)
+    return learn
+
+
+@dataclass(frozen=True)
+class CriticSpec:
+    kind: str = "fastai"                 # "fastai": fastai gan_critic (DeOldify); "patch": PatchGAN (pix2pix)
+    nf: int = 128                        # base number of filters (fastai critic) / 64 for PatchGAN is usual
+    n_blocks: int = 3                    # downsampling blocks
+    dropout: float = 0.15                # fastai critic dropout
+
+    def __post_init__(self):
+        if self.kind not in ("fastai", "patch"):
+            raise ValueError(f"unknown critic kind {self.kind!r}; choose fastai or patch")
+
+
+def patch_critic(n_channels: int = 3, nf: int = 64, n_blocks: int = 3) -> nn.Sequential:
+    """PatchGAN discriminator (pix2pix): one logit per receptive-field patch, spectral-normalised convs."""
+    sn = nn.utils.spectral_norm
+    layers: list[nn.Module] = [sn(nn.Conv2d(n_channels, nf, 4, stride=2, padding=1)), nn.LeakyReLU(0.2, True)]
+    channels = nf
+    for i in range(1, n_blocks + 1):
+        out = nf * min(2 ** i, 8)
+        stride = 2 if i < n_blocks else 1
+        layers += [sn(nn.Conv2d(channels, out, 4, stride=stride, padding=1)), nn.LeakyReLU(0.2, True)]
+        channels = out
+    layers += [sn(nn.Conv2d(channels, 1, 4, stride=1, padding=1)), nn.Flatten()]
+    return nn.Sequential(*layers)
+
+
+def build_critic(spec: CriticSpec = CriticSpec()) -> nn.Module:
+    if spec.kind == "patch":
+        return patch_critic(3, spec.nf, spec.n_blocks)
+    return gan_critic(n_channels=3, nf=spec.nf, n_blocks=spec.n_blocks, p=spec.dropout)
+
+
+def bake_weight_norms(model: nn.Module) -> nn.Module:
+    """Fold spectral/weight-norm reparametrisations into plain `weight` tensors, in place.
+
+    Exported weights are baked so inference needs no power iteration and the safetensors file holds one tensor
+    per layer; in eval mode the result is numerically the same network.
+    """
+    for module in model.modules():
+        for hook in list(module._forward_pre_hooks.values()):
+            name = type(hook).__name__
+            if name == "SpectralNorm":
+                remove_spectral_norm(module, name=hook.name)
+            elif name == "WeightNorm":
+                remove_weight_norm(module, name=hook.name)
+        # torch >= 2.x wraps spectral norm's load-state-dict pre-hook, and remove_spectral_norm no longer
+        # finds it: left in place it would demand `weight_orig` keys from a baked state dict.
+        for key, hook in list(module._load_state_dict_pre_hooks.items()):
+            inner = getattr(hook, "hook", hook)
+            if type(inner).__name__ == "SpectralNormLoadStateDictPreHook":
+                del module._load_state_dict_pre_hooks[key]
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,168 @@
+"""Saving and loading generator weights without pickle.
+
+Shipped weights are fp16 safetensors with a JSON card beside them (`name.safetensors` + `name.json`). The
+generator's spec is also stored in the safetensors metadata, so a weights file alone is enough to rebuild
+its network. User checkpoints in PyTorch format are read with `torch.load(weights_only=True)`, which refuses
+to execute pickled code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from restore.arch import GeneratorSpec, bake_weight_norms, build_generator
+from restore.config import from_dict
+
+DEFAULT_MODEL_NAME = "restore.safetensors"
+
+
+class WeightsError(ValueError):
+    """A weights file that cannot be used; the message names the file and the reason."""
+
+
+def models_dir() -> Path:
+    """`models/` at the root of the source tree (the README installs the project in editable mode)."""
+    return Path(__file__).resolve().parent.parent / "models"
+
+
+def default_weights_path() -> Path:
+    return models_dir() / DEFAULT_MODEL_NAME
+
+
+def card_path(weights_path: str | Path) -> Path:
+    return Path(weights_path).with_suffix(".json")
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_weights(model: nn.Module, path: str | Path, spec: GeneratorSpec, card: dict[str, Any] | None = None,
+                 fp16: bool = True) -> dict[str, Any]:
+    """Bake weight norms into a copy of `model`, write safetensors (fp16 by default) and the JSON card.
+
+    Returns the card as written (with `generator_spec`, `sha256`, `dtype`, `parameters`).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Rebuild from the spec rather than deep-copying: a spectral-normed module that has run cannot be copied.
+    baked = _baked_generator(spec, {k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
+    dtype = torch.float16 if fp16 else torch.float32
+    # Integer buffers (BatchNorm's num_batches_tracked) keep their type; float tensors are cast.
+    state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in baked.state_dict().items()}
+    spec_dict = dataclasses.asdict(spec)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata={"generator_spec": json.dumps(spec_dict), "format": "restore-generator"})
+    tmp.replace(path)
+    written = dict(card or {})
+    written.update(
+        generator_spec=spec_dict,
+        weights_file=path.name,
+        sha256=sha256_of(path),
+        dtype=str(dtype).removeprefix("torch."),
+        parameters=sum(v.numel() for v in state.values() if v.is_floating_point()),
+    )
+    card_path(path).write_text(json.dumps(written, indent=2) + "\n", encoding="utf-8")
+    return written
+
+
+def read_card(weights_path: str | Path) -> dict[str, Any]:
+    path = card_path(weights_path)
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise WeightsError(f"{path}: model card is not valid JSON ({error})") from None
+
+
+def _read_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = handle.metadata() or {}
+            return load_file(str(path)), metadata
+        except (SafetensorError, OSError, ValueError) as error:
+            raise WeightsError(f"{path}: not a valid safetensors file ({error})") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise WeightsError(
+            f"{path}: refused: the file needs pickle code execution to load, which is unsafe for untrusted "
+            f"files ({first[:160]}). Convert it to safetensors or save a plain state dict."
+        ) from None
+    except (OSError, RuntimeError, EOFError, ValueError) as error:
+        raise WeightsError(f"{path}: not a loadable PyTorch weights file ({type(error).__name__})") from None
+    # fastai's Learner.save writes {"model": state_dict, "opt": ...}
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{path}: does not contain a state dict of tensors")
+    return state, {}
+
+
+def _baked_generator(spec: GeneratorSpec, state: dict[str, torch.Tensor], path: Path) -> nn.Module:
+    """A fresh eval-mode generator for `spec` holding `state`, with weight norms baked."""
+    model = build_generator(spec).eval()
+    # A training checkpoint still has spectral-norm tensors (weight_orig/weight_u/weight_v): load them into the
+    # un-baked network, then bake. Exported weights are already baked.
+    if not any(k.endswith("weight_orig") or k.endswith("weight_g") for k in state):
+        bake_weight_norms(model)
+    reference = model.state_dict()
+    missing = sorted(set(reference) - set(state))
+    unexpected = sorted(set(state) - set(reference))
+    mismatched = [k for k in reference if k in state and tuple(state[k].shape) != tuple(reference[k].shape)]
+    if missing or unexpected or mismatched:
+        detail = []
+        if mismatched:
+            k = mismatched[0]
+            detail.append(f"{len(mismatched)} shape mismatches (e.g. {k}: file {tuple(state[k].shape)} vs "
+                          f"model {tuple(reference[k].shape)})")
+        if missing:
+            detail.append(f"{len(missing)} missing tensors (e.g. {missing[0]})")
+        if unexpected:
+            detail.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]})")
+        raise WeightsError(f"{path}: weights do not match the {spec.encoder} generator: {'; '.join(detail)}")
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    return bake_weight_norms(model)
+
+
+def load_generator(path: str | Path | None = None, device: str | torch.device = "cpu",
+                   spec: GeneratorSpec | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Build the generator described by the weights file and load it, in eval mode with norms baked.
+
+    The spec comes from (in order) the `spec` argument, the safetensors metadata, the JSON card, the default.
+    Returns (model, card). Raises WeightsError with the file name for anything unusable.
+    """
+    path = Path(path) if path is not None else default_weights_path()
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    state, metadata = _read_state(path)
+    card = read_card(path)
+    if spec is None:
+        raw = metadata.get("generator_spec")
+        spec_dict = json.loads(raw) if raw else card.get("generator_spec", {})
+        try:
+            spec = from_dict(GeneratorSpec, spec_dict)
+        except (TypeError, ValueError) as error:
+            raise WeightsError(f"{path}: generator spec in the file is not understood ({error})") from None
+    model = _baked_generator(spec, state, path)
+    card = {**card, "generator_spec": dataclasses.asdict(spec)}
+    return model.to(device).eval(), card
