@@ -281,18 +281,19 @@ def test_chroma_smoothing_resets_at_a_scene_cut():
 
 
 def test_moving_pixels_follow_their_own_frame():
-    sources, restored = flickering_clip(n=2)
-    moved_source = sources[1].copy()
+    source = np.full((48, 64, 3), 150, np.uint8)
+    moved_source = source.copy()
     moved_source[30:45, 45:60] = 0                      # something dark enters this corner
-    moved = restored[1].copy()
-    moved[30:45, 45:60] = (0, 0, 255)
+    first = np.full((48, 64, 3), (200, 120, 60), np.uint8)
+    second = np.full((48, 64, 3), (170, 130, 110), np.uint8)   # the colouriser changed its mind
+    second[30:45, 45:60] = (0, 0, 255)
     smoother = ChromaSmoother()
-    smoother(sources[0], restored[0])
-    out = smoother(moved_source, moved)
-    assert np.abs(chroma(out)[35, 50] - chroma(moved)[35, 50]).max() < 3     # no colour trail
+    smoother(source, first)
+    out = smoother(moved_source, second)
+    assert np.abs(chroma(out)[35, 50] - chroma(second)[35, 50]).max() < 3     # no colour trail
     # a still pixel is pulled towards the previous frame's colour
-    previous, own, smoothed = chroma(restored[0])[5, 5], chroma(moved)[5, 5], chroma(out)[5, 5]
-    assert np.abs(smoothed - previous).sum() < np.abs(own - previous).sum() - 2
+    previous, own, smoothed = chroma(first)[5, 5], chroma(second)[5, 5], chroma(out)[5, 5]
+    assert np.abs(smoothed - previous).sum() < 0.5 * np.abs(own - previous).sum()
 
 
 def test_flicker_reduced_in_the_written_video(tmp_path):
