@@ -1,0 +1,374 @@
+"""Restoring one photo: one network pass at the render size, transferred to full resolution cheaply.
+
+The generator costs ~267 GFLOP per 512x512 pass, about a second on a 2-core CPU, so running it over every
+native-resolution tile (4+ passes per megapixel) is too slow. Instead the network runs once on a copy scaled
+so its long side is `render_factor * 16` px (DeOldify's unit), padded to a multiple of 32, and its result is
+carried back to the original size:
+
+* Luminance: a per-image monotone tone curve (LUT) is fitted from the input's luminance to the network's at
+  render size. It captures inversion (a negative gives a decreasing curve) and fading (a stretched one), and
+  applied to the full-resolution luminance it keeps the fine detail the render size never saw. The network's
+  own luminance supplies the coarse band (so large-scale corrections carry over); the input's detail above
+  the render size's band is added through the curve, except where the network departs strongly from the
+  curve (holes, scratches, stains: the "damage mask"), where the input's detail is the damage itself.
+* Isolated impulses (salt-and-pepper) are removed at native resolution with a 3x3 median before anything.
+* Colour: chroma (YCrCb Cr/Cb) from the render-size output, upsampled bilinearly and combined with the
+  full-resolution luminance. This is DeOldify's trick and it works because vision resolves colour far more
+  coarsely than brightness (the reason JPEG subsamples chroma), so low-resolution colour looks sharp on
+  sharp luminance. A colour photo that needs only repair keeps its own chroma outside the damage mask.
+
+`Restorer.restore` is pure: no printing, plotting or I/O besides loading the weights once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from restore.imageio import arrays_to_pil, pil_to_arrays
+from restore.imaging import to_tensor, to_uint8
+from restore.weights import WeightsError, default_weights_path, load_generator
+
+log = logging.getLogger(__name__)
+
+INPUT_TYPES = ("auto", "negative", "bw", "color")
+RENDER_UNIT = 16                 # px per render_factor step, as in DeOldify
+DEFAULT_RENDER_FACTOR = 32       # 32 * 16 = 512 px long side: one ~0.2-0.26 MP pass, under a second on 2 cores
+NETWORK_MULTIPLE = 32            # the U-Net downsamples 5 times
+NEGATIVE_CORRELATION = -0.2      # tone-curve correlation below this: the network inverted it, a negative
+COLOR_CHROMA_SPREAD = 4.0        # chroma not explained by luminance (8-bit levels, rms) above this: colour
+DAMAGE_THRESHOLD = 40.0          # luminance levels between network and curve (high band) that mark damage
+IMPULSE_THRESHOLD = 48           # a pixel this far above/below all 8 neighbours is an impulse (salt/pepper)
+MIN_CORING_SIGMA = 3.0           # detail noise (levels) below this is left alone: clean photos stay untouched
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' -> CUDA when available, else CPU; 'cuda' without a GPU is an error, not a silent fallback."""
+    name = str(device)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda was requested but no CUDA GPU is available; use --device cpu")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise ValueError(f"unknown device {name!r}; choose auto, cpu or cuda")
+    return torch.device(name)
+
+
+def render_shape(height: int, width: int, render_factor: int = DEFAULT_RENDER_FACTOR) -> tuple[int, int]:
+    """(h, w) of the render-size copy: long side render_factor*16 px, never upscaled, aspect kept."""
+    if render_factor < 1:
+        raise ValueError(f"render_factor must be >= 1, got {render_factor}")
+    scale = min(1.0, render_factor * RENDER_UNIT / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def pad_to_multiple(image: np.ndarray, multiple: int = NETWORK_MULTIPLE) -> np.ndarray:
+    """Reflect-pad bottom/right to a multiple of `multiple` (reflection avoids a hard edge the net would see)."""
+    height, width = image.shape[:2]
+    pad_h, pad_w = -height % multiple, -width % multiple
+    if not pad_h and not pad_w:
+        return image
+    if height == 1 or width == 1:  # reflection needs 2 pixels; replicate instead
+        return cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE)
+    return cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, cv2.BORDER_REFLECT_101)
+
+
+def _isotonic_increasing(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted least-squares non-decreasing fit (pool adjacent violators); 256 points, so a loop is fine."""
+    blocks: list[list[float]] = []  # [mean, weight, count]
+    for value, weight in zip(values.tolist(), weights.tolist()):
+        blocks.append([value, weight, 1])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            mean2, weight2, count2 = blocks.pop()
+            mean1, weight1, count1 = blocks[-1]
+            total = weight1 + weight2
+            blocks[-1] = [(mean1 * weight1 + mean2 * weight2) / total, total, count1 + count2]
+    return np.concatenate([np.full(count, mean) for mean, _, count in blocks])
+
+
+def fit_tone_curve(source: np.ndarray, target: np.ndarray, direction: int | None = None
+                   ) -> tuple[np.ndarray, float]:
+    """Monotone LUT (float32[256]) mapping uint8 `source` levels to `target` (same shape, any float range).
+
+    `direction` +1/-1 forces an increasing/decreasing curve; None picks it from the sign of the correlation
+    (below NEGATIVE_CORRELATION: decreasing). Returns (lut, correlation). Levels absent from `source` are
+    interpolated, and beyond its range extrapolated with the end slope: the full-resolution image has more
+    extreme levels than its area-averaged render-size copy.
+    """
+    source = np.asarray(source, dtype=np.uint8).ravel()
+    target = np.asarray(target, dtype=np.float64).ravel()
+    counts = np.bincount(source, minlength=256).astype(np.float64)
+    sums = np.bincount(source, weights=target, minlength=256)
+    std_source, std_target = source.std(), target.std()
+    if std_source < 1e-6 or std_target < 1e-6:
+        correlation = 0.0
+    else:
+        correlation = float(np.mean((source - source.mean()) * (target - target.mean())) / (std_source * std_target))
+    if direction is None:
+        direction = -1 if correlation < NEGATIVE_CORRELATION else 1
+    levels = np.flatnonzero(counts)
+    if levels.size == 0:
+        return np.arange(256, dtype=np.float32), correlation
+    means = sums[levels] / counts[levels]
+    fitted = direction * _isotonic_increasing(direction * means, counts[levels])
+    grid = np.arange(256, dtype=np.float64)
+    lut = np.interp(grid, levels, fitted)
+    if levels.size > 1:
+        # End slopes from the fitted curve over ~1/8 of the observed range, bounded to stay sane.
+        span = max(1, (levels[-1] - levels[0]) // 8)
+        low_slope = (np.interp(levels[0] + span, levels, fitted) - fitted[0]) / span
+        high_slope = (fitted[-1] - np.interp(levels[-1] - span, levels, fitted)) / span
+        low_slope = direction * np.clip(direction * low_slope, 0.0, 4.0)
+        high_slope = direction * np.clip(direction * high_slope, 0.0, 4.0)
+        below, above = grid < levels[0], grid > levels[-1]
+        lut[below] = fitted[0] + (grid[below] - levels[0]) * low_slope
+        lut[above] = fitted[-1] + (grid[above] - levels[-1]) * high_slope
+    # A light blur turns the step-like isotonic fit into a smooth curve; blurring keeps it monotone.
+    kernel = np.exp(-0.5 * (np.arange(-6, 7) / 2.0) ** 2)
+    padded = np.pad(lut, 6, mode="edge")
+    lut = np.convolve(padded, kernel / kernel.sum(), mode="valid")
+    return np.clip(lut, 0.0, 255.0).astype(np.float32), correlation
+
+
+def chroma_spread(rgb: np.ndarray, max_samples: int = 65536) -> float:
+    """RMS (8-bit levels) of the chroma that luminance does not explain.
+
+    Grayscale is 0; a sepia or cyanotype print has chroma that is a smooth function of luminance (one hue),
+    so it is near 0 too; a colour photo has chroma independent of luminance.
+    """
+    ycc = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2YCrCb).reshape(-1, 3)
+    if ycc.shape[0] > max_samples:
+        ycc = ycc[:: ycc.shape[0] // max_samples + 1]
+    y = ycc[:, 0].astype(np.float64) / 255.0
+    design = np.stack([np.ones_like(y), y, y * y], axis=1)
+    residual = 0.0
+    for channel in (1, 2):
+        values = ycc[:, channel].astype(np.float64)
+        coefficients, *_ = np.linalg.lstsq(design, values, rcond=None)
+        residual += float(np.mean((values - design @ coefficients) ** 2))
+    return float(np.sqrt(residual))
+
+
+def remove_impulses(rgb: np.ndarray, threshold: int = IMPULSE_THRESHOLD) -> tuple[np.ndarray, int]:
+    """Replace isolated bright/dark pixels (salt-and-pepper) by their 3x3 median; returns (rgb, count).
+
+    A pixel counts only if it differs from *all 8* neighbours by more than `threshold`, so thin lines and
+    edges (which have a similar neighbour) are never touched. The input array is not modified.
+    """
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    ring = np.ones((3, 3), np.uint8)
+    ring[1, 1] = 0
+    salt = cv2.subtract(gray, cv2.dilate(gray, ring)) > threshold
+    pepper = cv2.subtract(cv2.erode(gray, ring), gray) > threshold
+    mask = salt | pepper
+    del gray, salt, pepper
+    count = int(np.count_nonzero(mask))
+    if count == 0:
+        return rgb, 0
+    repaired = rgb.copy()
+    repaired[mask] = cv2.medianBlur(rgb, 3)[mask]
+    return repaired, count
+
+
+def invert_negative(rgb: np.ndarray, sample: np.ndarray | None = None) -> np.ndarray:
+    """Scanned negative -> positive: invert each channel and stretch its 0.5-99.5 percentiles to 0-255.
+
+    Per-channel levels remove a colour film's orange base. `sample` (e.g. a downscaled copy) sets the levels.
+    """
+    sample = rgb if sample is None else sample
+    table = np.empty((256, 1, 3), np.uint8)
+    grid = np.arange(256, dtype=np.float32)
+    for channel in range(3):
+        low, high = np.percentile(sample[..., channel], (0.5, 99.5))
+        high = max(high, low + 1.0)
+        table[:, 0, channel] = np.clip((high - grid) * 255.0 / (high - low) + 0.5, 0, 255).astype(np.uint8)
+    return cv2.LUT(np.ascontiguousarray(rgb), table)
+
+
+def _noise_sigma(plane: np.ndarray, crop: int = 768) -> float:
+    """Robust noise level of a float plane from the MAD of its 3x3 high-pass, on a central crop."""
+    height, width = plane.shape
+    top, left = max(0, (height - crop) // 2), max(0, (width - crop) // 2)
+    patch = np.ascontiguousarray(plane[top: top + crop, left: left + crop])
+    high = patch - cv2.blur(patch, (3, 3))
+    # 1.4826 * MAD = sigma for Gaussian noise; the 3x3 high-pass keeps sqrt(8/9) of it.
+    return float(1.4826 * np.median(np.abs(high)) / np.sqrt(8.0 / 9.0))
+
+
+def transfer(full: np.ndarray, small_in: np.ndarray, small_out: np.ndarray, input_type: str = "auto"
+             ) -> tuple[np.ndarray, dict[str, Any]]:
+    """Carry the render-size restoration `small_out` (of `small_in`) back to `full`'s resolution.
+
+    All three are uint8 RGB; `small_in` is `full` resized to `small_out`'s shape. `input_type` "auto" detects
+    the type; otherwise it is taken as given ("negative" here means the caller already inverted the input).
+    Returns (uint8 RGB of `full`'s shape, info with "input_type" in {"negative", "bw", "color"}).
+    """
+    if input_type not in INPUT_TYPES:
+        raise ValueError(f"unknown input type {input_type!r}; choose from {', '.join(INPUT_TYPES)}")
+    if small_in.shape != small_out.shape:
+        raise ValueError(f"render-size input {small_in.shape} and output {small_out.shape} differ")
+    height, width = full.shape[:2]
+    small_h, small_w = small_in.shape[:2]
+    ycc_small_in = cv2.cvtColor(small_in, cv2.COLOR_RGB2YCrCb)
+    ycc_small_out = cv2.cvtColor(small_out, cv2.COLOR_RGB2YCrCb)
+    y_small_in = np.ascontiguousarray(ycc_small_in[..., 0])
+    y_small_out = ycc_small_out[..., 0].astype(np.float32)
+
+    lut, correlation = fit_tone_curve(y_small_in, y_small_out, None if input_type == "auto" else 1)
+    spread = chroma_spread(small_in)
+    if input_type == "auto":
+        if correlation < NEGATIVE_CORRELATION:
+            detected = "negative"
+        else:
+            detected = "color" if spread > COLOR_CHROMA_SPREAD else "bw"
+    else:
+        detected = input_type
+
+    # Damage: where the network departs from the tone curve in the high band (its low band is a legitimate
+    # large-scale correction, e.g. uneven fading), the input's pixels are the damage, not detail.
+    curve_small = lut[y_small_in]
+    residual = y_small_out - curve_small
+    sigma = max(1.0, max(small_h, small_w) / 64.0)
+    high_band = residual - cv2.GaussianBlur(residual, (0, 0), sigma)
+    damage = (np.abs(high_band) > DAMAGE_THRESHOLD).astype(np.uint8)
+    damage = cv2.dilate(damage, np.ones((3, 3), np.uint8))
+    damage_fraction = float(damage.mean())
+    alpha_small = np.clip(cv2.GaussianBlur(damage.astype(np.float32), (0, 0), 1.0) * 1.5, 0.0, 1.0)
+    del residual, high_band, damage
+
+    ycc = cv2.cvtColor(full, cv2.COLOR_RGB2YCrCb)
+    same_size = (small_h, small_w) == (height, width)
+    alpha = None
+    coring = 0.0
+    if same_size:
+        # The network saw every pixel: its luminance is the restoration.
+        luminance = y_small_out
+        if damage_fraction > 0:
+            alpha = alpha_small
+    else:
+        size = (width, height)
+        # Detail the render size could not see: curve(full) minus curve(render size) upsampled.
+        detail = lut[ycc[..., 0]]
+        detail -= cv2.resize(curve_small, size, interpolation=cv2.INTER_LINEAR)
+        noise = _noise_sigma(detail)
+        if noise > MIN_CORING_SIGMA:
+            # Soft-threshold (coring): small detail amplitudes are mostly grain/noise, large ones are edges.
+            coring = noise
+            detail -= np.clip(detail, -coring, coring)
+        if damage_fraction > 0:
+            alpha = cv2.resize(alpha_small, size, interpolation=cv2.INTER_LINEAR)
+            detail *= 1.0 - alpha
+        luminance = cv2.resize(y_small_out, size, interpolation=cv2.INTER_LINEAR)
+        luminance += detail
+        del detail
+    luminance += 0.5
+    np.clip(luminance, 0, 255, out=luminance)
+    ycc[..., 0] = luminance.astype(np.uint8)
+    del luminance
+
+    chroma_out = np.ascontiguousarray(ycc_small_out[..., 1:])
+    if not same_size:
+        chroma_out = cv2.resize(chroma_out, (width, height), interpolation=cv2.INTER_LINEAR)
+    if detected == "color":
+        # Keep the photo's own colours; take the network's only where it repaired damage.
+        if alpha is not None:
+            weight = alpha[..., None]
+            ycc[..., 1:] = (ycc[..., 1:] * (1.0 - weight) + chroma_out * weight + 0.5).astype(np.uint8)
+    else:
+        ycc[..., 1:] = chroma_out
+    restored = cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB)
+    info = {
+        "input_type": detected,
+        "tone_correlation": round(correlation, 4),
+        "chroma_spread": round(spread, 3),
+        "damage_fraction": round(damage_fraction, 5),
+        "coring": round(coring, 3),
+        "render_size": (small_h, small_w),   # (height, width), like "passes" shapes
+    }
+    return restored, info
+
+
+class Restorer:
+    """Restore photos with a generator: `Restorer().restore(PIL.Image) -> PIL.Image` of the same size.
+
+    weights: a safetensors/.pth generator file (default: the shipped models/restore.safetensors).
+    device: "auto" (CUDA if available), "cpu" or "cuda". render_factor: network input long side in 16 px
+    units (default 32 = 512 px). input_type: "auto" or force "negative" | "bw" | "color".
+    model: a ready nn.Module mapping [-1, 1] RGB to [-1, 1] RGB, instead of loading `weights` (tests, notebooks).
+    """
+
+    def __init__(self, weights: str | Path | None = None, device: str | torch.device = "auto",
+                 render_factor: int = DEFAULT_RENDER_FACTOR, input_type: str = "auto", *,
+                 model: nn.Module | None = None):
+        if input_type not in INPUT_TYPES:
+            raise ValueError(f"unknown input type {input_type!r}; choose from {', '.join(INPUT_TYPES)}")
+        if render_factor < 1:
+            raise ValueError(f"render_factor must be >= 1, got {render_factor}")
+        self.device = resolve_device(device)
+        self.render_factor = int(render_factor)
+        self.input_type = input_type
+        self.card: dict[str, Any] = {}
+        if model is None:
+            path = Path(weights) if weights is not None else default_weights_path()
+            if weights is None and not path.is_file():
+                raise WeightsError(f"{path}: no model is installed there yet; pass --weights FILE "
+                                   f"(a generator exported by restore-train)")
+            model, self.card = load_generator(path, self.device)
+            output_space = self.card.get("generator_spec", {}).get("output_space", "rgb")
+            if output_space != "rgb":
+                raise WeightsError(f"{path}: output_space {output_space!r} is not supported by inference yet")
+        self.model = model.to(self.device).eval().to(memory_format=torch.channels_last)
+
+    def run_network(self, image: np.ndarray) -> np.ndarray:
+        """One pass: uint8 HxWx3 (any size) -> uint8 HxWx3, padded to a multiple of 32 and cropped back."""
+        height, width = image.shape[:2]
+        tensor = to_tensor(pad_to_multiple(image)).unsqueeze(0)
+        tensor = tensor.to(self.device).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            output = self.model(tensor)
+        return to_uint8(output[0, :, :height, :width])
+
+    def restore_array(self, rgb: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+        """uint8 HxWx3 RGB -> (restored uint8 RGB of the same shape, info).
+
+        info: "input_type" ("negative" | "bw" | "color", detected or forced), "passes" (network passes run:
+        shape and seconds each), "impulses_repaired", "damage_fraction", "render_size", "seconds".
+        """
+        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValueError(f"expected uint8 HxWx3 RGB, got {rgb.dtype} {rgb.shape}")
+        start = time.perf_counter()
+        rgb = np.ascontiguousarray(rgb)
+        rgb, impulses = remove_impulses(rgb)
+        height, width = rgb.shape[:2]
+        small_h, small_w = render_shape(height, width, self.render_factor)
+        if (small_h, small_w) != (height, width):
+            # INTER_AREA: proper averaging, no aliasing of film grain or halftone into the render copy.
+            small = cv2.resize(rgb, (small_w, small_h), interpolation=cv2.INTER_AREA)
+        else:
+            small = rgb
+        if self.input_type == "negative":
+            # Forced: invert ourselves, so it works even where the network would not recognise the negative.
+            rgb = invert_negative(rgb, sample=small)
+            small = invert_negative(small)
+        passes = []
+        pass_start = time.perf_counter()
+        small_out = self.run_network(small)
+        padded_shape = (small_h + (-small_h % NETWORK_MULTIPLE), small_w + (-small_w % NETWORK_MULTIPLE))
+        passes.append({"name": "render", "shape": padded_shape, "seconds": time.perf_counter() - pass_start})
+        restored, info = transfer(rgb, small, small_out, self.input_type)
+        info.update(passes=passes, impulses_repaired=impulses, seconds=time.perf_counter() - start)
+        return restored, info
+
+    def restore(self, image: Image.Image) -> Image.Image:
+        """PIL image (any mode) -> restored PIL image of exactly the same size; alpha is kept (RGBA out)."""
+        rgb, alpha, _ = pil_to_arrays(image)
+        restored, _ = self.restore_array(rgb)
+        return arrays_to_pil(restored, alpha)
