@@ -82,9 +82,11 @@ class ChromaSmoother:
         previous, self._histogram = self._histogram, histogram
         return previous is not None and histogram_distance(previous, histogram) > self.config.cut_threshold
 
-    def __call__(self, source_rgb: np.ndarray, restored_rgb: np.ndarray) -> np.ndarray:
-        cut = self.is_cut(source_rgb)
-        self.cuts += cut
+    def __call__(self, source_rgb: np.ndarray, restored_rgb: np.ndarray, cut: bool | None = None) -> np.ndarray:
+        """The restored frame with smoothed chroma. `cut`: whether this frame starts a shot (None: detect)."""
+        if cut is None:
+            cut = self.is_cut(source_rgb)
+        self.cuts += bool(cut)
         ycc = cv2.cvtColor(restored_rgb, cv2.COLOR_RGB2YCrCb).astype(np.float32)
         luma, chroma = ycc[..., 0], ycc[..., 1:]
         if (cut or self._chroma is None or self._chroma.shape != chroma.shape or self.config.strength <= 0):
@@ -221,6 +223,8 @@ def _transcode(source, src: Path, tmp: Path, container_format: str, restorer: Ar
         notes.append(note)
         log.warning("%s: %s", src, note)
 
+    # Restorer(input_type="auto") is locked to the type detected on each shot's first frame
+    lock_type = getattr(restorer, "input_type", None) == "auto"
     try:
         output = av.open(str(tmp), mode="w", format=container_format)
     except (av.FFmpegError, OSError) as error:
@@ -283,11 +287,18 @@ def _transcode(source, src: Path, tmp: Path, container_format: str, restorer: Ar
             if (rgb.shape[1], rgb.shape[0]) != state["size"]:
                 # a mid-stream resolution change: keep the output size stable
                 rgb = cv2.resize(rgb, state["size"], interpolation=cv2.INTER_AREA)
+            cut = smoother.is_cut(rgb)
+            if lock_type and (cut or state["frames"] == 0):
+                restorer.input_type = "auto"   # a new shot may be another kind of film: detect again
             restored, info = restorer.restore_array(rgb)
             if restored.shape != rgb.shape:
                 raise VideoError(f"{src}: restorer returned {restored.shape} for a {rgb.shape} frame")
-            state["types"][str((info or {}).get("input_type", "unknown"))] += 1
-            restored = smoother(rgb, restored)
+            detected = str((info or {}).get("input_type", "unknown"))
+            state["types"][detected] += 1
+            if lock_type and detected in ("negative", "bw", "color"):
+                # one type per shot: auto-detection flipping between frames would flicker far more than colour
+                restorer.input_type = detected
+            restored = smoother(rgb, restored, cut=cut)
             state["last"] = restored
             emit(restored, frame.pts)
 
@@ -341,6 +352,8 @@ def _transcode(source, src: Path, tmp: Path, container_format: str, restorer: Ar
     except av.FFmpegError as error:
         raise VideoError(f"{src}: video re-encoding failed ({_reason(error)})") from None
     finally:
+        if lock_type:
+            restorer.input_type = "auto"
         output.close()
 
     types: Counter = state["types"]

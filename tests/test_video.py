@@ -334,3 +334,29 @@ def test_cli_restores_a_video_beside_it(tmp_path, tiny_weights):
     out = probe(tmp_path / "clip_restored.mp4")
     assert out["frames"] == N_FRAMES and out["audio_codec"] == "aac"
     assert sha256(src) == before
+
+
+class Detecting(StandIn):
+    """Auto-detecting stand-in: says 'bw' on even frames and 'color' on odd ones unless its type is forced."""
+
+    def __init__(self):
+        super().__init__()
+        self.input_type = "auto"
+        self.forced = []
+
+    def restore_array(self, rgb):
+        out, _ = super().restore_array(rgb)
+        self.forced.append(self.input_type)
+        detected = self.input_type if self.input_type != "auto" else ("bw", "color")[(len(self.seen) - 1) % 2]
+        return out, {"input_type": detected}
+
+
+def test_input_type_detected_once_per_shot(tmp_path):
+    sources, _ = flickering_clip(cut_at=7)
+    src = make_video(tmp_path / "shots.mov", audio=None, codec="png", pix_fmt="rgb24", frames=sources)
+    restorer = Detecting()
+    stats = restore_video(src, tmp_path / "shots.mp4", restorer)
+    # auto on each shot's first frame, then locked to what that frame was detected as
+    assert restorer.forced == ["auto"] + ["bw"] * 6 + ["auto"] + ["color"] * 4
+    assert stats["input_types"] == {"bw": 7, "color": 5} and stats["scene_cuts"] == 1
+    assert restorer.input_type == "auto"          # the caller's object is left as it was
