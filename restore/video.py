@@ -8,10 +8,10 @@ half-written video under the final name. The source is never written to.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,13 +23,14 @@ import av
 import cv2
 import numpy as np
 
+from restore.imageio import is_temporary, temporary_path
+
 log = logging.getLogger(__name__)
 
 # Audio codecs the MP4/MOV muxers take as they are; anything else (PCM, Vorbis, ...) is transcoded to AAC.
 _MP4_AUDIO = frozenset({"aac", "mp3", "ac3", "eac3", "alac"})
 _MOV_AUDIO = _MP4_AUDIO | {"pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_f32le", "pcm_u8"}
 _CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
-_TEMP_MARK = ".restore-tmp-"
 
 
 class VideoError(ValueError):
@@ -125,35 +126,21 @@ def _video_codec() -> tuple[str, str | None]:
 
 
 def temp_path_for(dst: Path) -> Path:
-    return dst.with_name(f".{dst.name}{_TEMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}{dst.suffix}")
+    """The project's temporary-output name (restore.imageio), so `restore`'s start-up cleanup knows it too."""
+    return temporary_path(dst)
 
 
 def remove_stale_temp_files(dst: Path) -> int:
-    """Delete temporaries a killed earlier run left for `dst` (their writer process is gone)."""
+    """Delete temporaries that a killed earlier run left for `dst`."""
     removed = 0
-    for path in dst.parent.glob(f".{dst.name}{_TEMP_MARK}*"):
-        try:
-            pid = int(path.name[len(f".{dst.name}{_TEMP_MARK}"):].split("-", 1)[0])
-        except ValueError:
-            continue
-        if pid != os.getpid() and _pid_alive(pid):
-            continue
-        try:
-            path.unlink()
-            removed += 1
-        except OSError:
-            pass
+    for path in dst.parent.glob(f".{glob.escape(dst.name)}.*"):
+        if is_temporary(path) and path.is_file():
+            try:
+                path.unlink()
+                removed += 1
+            except OSError:
+                pass
     return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -271,7 +258,7 @@ def _transcode(source, src: Path, tmp: Path, container_format: str, restorer: Ar
         def emit(rgb_out: np.ndarray, pts: int | None) -> None:
             if pts is None or (state["last_pts"] is not None and pts <= state["last_pts"]):
                 # missing or non-increasing timestamps (broken muxing): continue one frame step after the last
-                step = max(int(round(1 / (rate * time_base))), 1)
+                step = max(round(1 / (rate * time_base)), 1)
                 pts = 0 if state["last_pts"] is None else state["last_pts"] + step
             state["last_pts"] = pts
             frame = av.VideoFrame.from_ndarray(_pad_even(rgb_out), format="rgb24")
