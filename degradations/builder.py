@@ -187,7 +187,7 @@ def _list_sources(src: Path, out: Path) -> tuple[list[str], list[str]]:
             if path.suffix.lower() in IMAGE_SUFFIXES:
                 photos.append(rel)
             else:
-                others.append(f"{path}: not an image file type ({path.suffix or 'no suffix'}), skipped")
+                others.append(f"{path}: not an image file type ({path.suffix or 'no suffix'})")
     return sorted(photos), others
 
 
@@ -220,14 +220,14 @@ def build_pairs(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     on_total: Callable[[int], None] | None = None,
     on_pairs: Callable[[int], None] | None = None,
-    on_problem: Callable[[str], None] | None = None,
+    on_problem: Callable[[str, bool], None] | None = None,
 ) -> BuildSummary:
     """Write degraded/clean pairs of every photo under ``src`` into ``out`` (see the module docstring).
 
     ``size``: short side in pixels (never upscaled; 0 keeps the original size). ``workers`` > 1 uses
     that many spawn-started processes; the output is byte-identical for any worker count.
-    Callbacks: ``on_total(pairs to write)`` once, ``on_pairs(n)`` as pairs finish, ``on_problem(message)``
-    per failed or skipped file. The manifest ends sorted by input name, one line per pair.
+    Callbacks: ``on_total(pairs to do)`` once, ``on_pairs(n)`` as pairs are done (written or failed),
+    ``on_problem(message, failed)`` per failed (True) or skipped non-image (False) file. The manifest ends sorted by input name, one line per pair.
     """
     src, out = Path(src), Path(out)
     if not src.is_dir():
@@ -243,7 +243,7 @@ def build_pairs(
     for message in others:
         summary.skipped.append(message)
         if on_problem:
-            on_problem(message)
+            on_problem(message, False)
 
     manifest_path = out / MANIFEST
     records = _load_manifest(manifest_path)
@@ -254,10 +254,10 @@ def build_pairs(
         for k in range(per_image):
             name = output_name(rel, k, per_image)
             if owners.setdefault(name, rel) != rel:
-                message = f"{src / rel}: output name {name} already used by {owners[name]}, skipped"
+                message = f"{src / rel}: output name {name} already used by {owners[name]}"
                 summary.failed.append(message)
                 if on_problem:
-                    on_problem(message)
+                    on_problem(message, True)
                 break
             done = f"input/{name}" in records and (out / "input" / name).exists() and (out / "target" / name).exists()
             if done:
@@ -270,13 +270,16 @@ def build_pairs(
     if on_total:
         on_total(sum(len(task.ks) for task in tasks))
 
+    pairs_of = {task.rel: len(task.ks) for task in tasks}
     out.mkdir(parents=True, exist_ok=True)
     with manifest_path.open("a", encoding="utf-8") as manifest:
         for rel, new_records, error in _run_all(tasks, workers):
             if error:
                 summary.failed.append(error)
                 if on_problem:
-                    on_problem(error)
+                    on_problem(error, True)
+                if on_pairs:
+                    on_pairs(pairs_of[rel])
                 continue
             for record in new_records:
                 records[record["input"]] = record

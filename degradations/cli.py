@@ -39,7 +39,7 @@ def _write_contact_sheet(src: Path, target: Path, count: int, seed: int, config,
         try:
             images.append(resize_short_side(read_rgb(path), 384))
         except ImageReadError as error:
-            console.print(f"[yellow]skipped[/] {error}", highlight=False)
+            console.print(f"skipped: {error}", highlight=False, markup=False, soft_wrap=True)
     if not images:
         raise typer.BadParameter(f"{src}: no readable photos for a contact sheet")
     sheet = contact_sheet(images, seed=seed, config=config)
@@ -137,7 +137,9 @@ def degrade(
             max_pixels=max_pixels,
             on_total=lambda total: progress.update(bar, total=total),
             on_pairs=lambda n: progress.advance(bar, n),
-            on_problem=lambda message: progress.console.print(message, highlight=False, markup=False),
+            on_problem=lambda message, failed: progress.console.print(
+                f"{'failed' if failed else 'skipped'}: {message}", highlight=False, markup=False, soft_wrap=True
+            ),
         )
     elapsed = time.perf_counter() - start
 
