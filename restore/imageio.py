@@ -40,7 +40,7 @@ class ImageReadError(ValueError):
 
 
 class ImageWriteError(OSError):
-    """Writing an output failed; the message is one line naming the file."""
+    """Writing an output failed; the message is one line naming the file: 'cannot write <path> (<reason>)'."""
 
     def __str__(self) -> str:
         return str(self.strerror)
@@ -68,7 +68,8 @@ def output_suffix(source: Path) -> str:
     return source.suffix if suffix in _KEEP_SUFFIX else ".png"
 
 
-def _format_for(path: Path) -> str:
+def format_for(path: Path) -> str:
+    """The format `write_image` uses for `path`: JPEG/PNG/TIFF/WEBP by suffix, PNG otherwise."""
     return _KEEP_SUFFIX.get(path.suffix.lower(), "PNG")
 
 
@@ -169,7 +170,7 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Loaded
             if width * height > max_pixels:
                 raise ImageReadError(
                     f"{path}: too large: {width}x{height} = {width * height / 1e6:.0f} MP exceeds the limit of "
-                    f"{max_pixels / 1e6:.0f} MP (decompression-bomb guard; raise it with --max-pixels)")
+                    f"{max_pixels / 1e6:.0f} MP (decompression-bomb guard; raise it with --max-megapixels)")
             mode, file_format = image.mode, image.format
             if getattr(image, "n_frames", 1) > 1:
                 image.seek(0)
@@ -253,7 +254,7 @@ def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = No
     Raises ImageWriteError (an OSError) naming the file on failure (permission denied, disk full).
     """
     path = Path(path)
-    file_format = _format_for(path)
+    file_format = format_for(path)
     if alpha is not None and file_format == "JPEG":
         raise ValueError(f"{path}: JPEG cannot hold transparency; write a .png")
     image = arrays_to_pil(rgb, alpha)
@@ -281,5 +282,5 @@ def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = No
         reason = error.strerror or _one_line(error)
         if error.errno == errno.ENOSPC:
             reason = "no space left on device"
-        raise ImageWriteError(error.errno or errno.EIO, f"{path}: cannot write ({reason})") from None
+        raise ImageWriteError(error.errno or errno.EIO, f"cannot write {path} ({reason})") from None
     return path
