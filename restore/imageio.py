@@ -175,11 +175,11 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Loaded
             if getattr(image, "n_frames", 1) > 1:
                 image.seek(0)
             image.load()
-            exif = _upright_exif(image)
             try:
                 upright = ImageOps.exif_transpose(image)
             except Exception:  # noqa: BLE001 - a broken orientation tag: keep the stored orientation
                 upright = image
+            exif = _upright_exif(image)  # after the transpose: this resets the (cached) orientation tag
             icc = image.info.get("icc_profile")
             rgb, alpha, icc_valid = pil_to_arrays(upright)
     except ImageReadError:
