@@ -69,7 +69,7 @@ def _report(result: TrainResult) -> None:
     line = f"checkpoint: {result.checkpoint} (step {result.step})"
     if result.exported is not None:
         line += f"; exported weights: {result.exported}"
-    console.print(line)
+    console.print(line, soft_wrap=True)  # unwrapped, so the paths can be copied
 
 
 def _run(function, config, data: Path, out: Path | None, stage: str, resume: Path | None) -> None:
@@ -77,7 +77,7 @@ def _run(function, config, data: Path, out: Path | None, stage: str, resume: Pat
     try:
         result = function(config, data_dir=data, out_dir=out or Path("runs") / stage, resume=resume)
     except (ValueError, FileNotFoundError, NotImplementedError) as error:
-        console.print(f"[red]error:[/red] {error}")
+        console.print(f"[red]error:[/red] {error}", soft_wrap=True)
         raise typer.Exit(1) from None
     _report(result)
 
