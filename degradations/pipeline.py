@@ -96,7 +96,7 @@ class PipelineConfig:
     blur_sigma_range: tuple = (0.6, 2.0)  # gaussian blur sigma
     blur_motion_length_range: tuple = (3.0, 9.0)  # camera-shake length
     blur_defocus_radius_range: tuple = (1.0, 3.0)  # out-of-focus disk radius
-    noise_sigma_range: tuple = (3.0, 18.0)  # gaussian noise / grain strength, 0..255 units
+    noise_sigma_range: tuple = (3.0, 15.0)  # gaussian noise / grain strength, 0..255 units
     grain_size_range: tuple = (0.5, 1.5)  # film-grain clump size
 
     def __post_init__(self) -> None:

@@ -276,7 +276,7 @@ class Noise(Degradation):
     def __init__(
         self,
         kinds: Sequence[str] = ("gaussian", "grain"),
-        sigma_range: Sequence[float] = (3.0, 18.0),
+        sigma_range: Sequence[float] = (3.0, 15.0),
         grain_size_range: Sequence[float] = (0.5, 1.5),
         monochrome_probability: float = 0.5,
         p: float = 1.0,

@@ -91,6 +91,7 @@ def test_pairs_manifest_corrupt_file_and_resume(src, tmp_path):
     assert _hashes(src) == before
 
 
+@pytest.mark.slow  # starts two spawned worker processes
 def test_one_and_two_workers_give_identical_bytes(src, tmp_path):
     (src / "bad.png").unlink()
     (src / "cut.jpg").unlink()
@@ -139,6 +140,7 @@ def test_contact_sheet(src, tmp_path):
     assert cv2.imread(str(target)) is not None
 
 
+@pytest.mark.slow  # a fresh interpreter importing albumentations
 def test_console_script_runs(src, tmp_path):
     """The entry point in a fresh process, as users run it."""
     (src / "bad.png").unlink()
