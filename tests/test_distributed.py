@@ -1,0 +1,41 @@
+"""Data-parallel training under torchrun: 2 CPU processes (gloo) through fastai's distrib_ctx."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_train_and_rank0_writes_one_checkpoint(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(photos / f"{i}.png")
+    config = tmp_path / "tiny.toml"
+    # no periodic checkpoints: the run must end with exactly one (the final one, from rank 0)
+    config.write_text('size = 32\nbs = 2\nepochs = 1\ncheckpoint_every = 0\nexport = false\n'
+                      '[spec]\nencoder = "resnet18"\nself_attention = false\n')
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "restore.train_cli", "generator", "--config", str(config), "--data", str(photos),
+               "--out", str(out)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    # torchrun exits non-zero if any rank fails or hangs up
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    checkpoints = list((out / "checkpoints").glob("*.pth"))
+    assert len(checkpoints) == 1
+    meta = json.loads(checkpoints[0].with_suffix(".json").read_text())
+    assert meta["hardware"]["processes"] == 2
+    # 9 training photos, batch 2 -> 4 batches, split between 2 processes -> 2 steps each
+    assert meta["step"] == 2
+    assert done.stdout.count("checkpoint:") == 1  # only rank 0 reports
