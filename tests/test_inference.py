@@ -1,0 +1,202 @@
+"""restore.inference: the render-size pass and its transfer back to full resolution.
+
+Most tests drive `transfer` with synthetic arrays and stand-in "models" whose behaviour is known (invert,
+desaturate, tint, repair), so they check the transfer itself, not a random network.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from restore.inference import (Restorer, chroma_spread, fit_tone_curve, remove_impulses, render_shape,
+                               transfer)
+from restore.weights import WeightsError
+
+HEIGHT, WIDTH = 400, 600
+SMALL = (90, 135)   # render-size (h, w): 0.225x, so 3-pixel texture is invisible there
+
+
+def _scene(seed: int = 0) -> np.ndarray:
+    """Gray positive: smooth gradient, a flat region, and fine 3-px texture only in the right half."""
+    y, x = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
+    base = 40 + 150 * x / WIDTH + 30 * np.sin(y / 45.0)
+    texture = 25 * np.sin(2 * np.pi * x / 3.0) * np.sin(2 * np.pi * y / 3.0) * (x > WIDTH / 2)
+    gray = np.clip(base + texture, 0, 255).astype(np.uint8)
+    return np.repeat(gray[..., None], 3, axis=2)
+
+
+def _small(image: np.ndarray) -> np.ndarray:
+    return cv2.resize(image, (SMALL[1], SMALL[0]), interpolation=cv2.INTER_AREA)
+
+
+def _high_pass(image: np.ndarray) -> np.ndarray:
+    gray = image[..., 0].astype(np.float32) if image.ndim == 3 else image.astype(np.float32)
+    return gray - cv2.GaussianBlur(gray, (0, 0), 2.0)
+
+
+def _ycc(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image, cv2.COLOR_RGB2YCrCb).astype(np.float32)
+
+
+def test_transfer_inverts_a_negative_and_keeps_detail_the_render_size_never_saw():
+    positive = _scene()
+    negative = 255 - positive
+    small_in = _small(negative)
+    restored, info = transfer(negative, small_in, 255 - small_in)      # stand-in model: inverts
+    assert info["input_type"] == "negative" and info["tone_correlation"] < -0.9
+    assert np.abs(restored.astype(int) - positive).mean() < 3.0
+    # The 3-px texture is averaged away at render size: only the tone-curve transfer can bring it back.
+    detail_in, detail_out = _high_pass(positive)[:, WIDTH // 2 + 10:], _high_pass(restored)[:, WIDTH // 2 + 10:]
+    assert np.corrcoef(detail_in.ravel(), detail_out.ravel())[0, 1] > 0.9
+    assert detail_out.std() > 0.7 * detail_in.std()
+    upsampled_only = cv2.resize(255 - small_in, (WIDTH, HEIGHT), interpolation=cv2.INTER_LINEAR)
+    assert _high_pass(upsampled_only)[:, WIDTH // 2 + 10:].std() < 0.2 * detail_in.std()
+
+
+def test_transfer_carries_a_contrast_stretch_to_full_resolution():
+    faded = (60 + _scene().astype(np.float32) * 0.5).astype(np.uint8)        # levels 60..187
+    small_in = _small(faded)
+    stretched = np.clip((small_in.astype(np.float32) - 60) * 2.0, 0, 255).astype(np.uint8)
+    restored, info = transfer(faded, small_in, stretched)
+    assert info["input_type"] == "bw"
+    expected = np.clip((faded.astype(np.float32) - 60) * 2.0, 0, 255)
+    assert np.abs(restored.astype(np.float32) - expected).mean() < 4.0
+
+
+def test_transfer_repairs_a_hole_from_the_network_and_keeps_detail_elsewhere():
+    clean = _scene()
+    damaged = clean.copy()
+    damaged[150:230, 380:460] = 255                                 # a hole in the textured half
+    small_in = _small(damaged)
+    restored, info = transfer(damaged, small_in, _small(clean))     # stand-in model: knows the clean photo
+    assert info["damage_fraction"] > 0
+    hole = (slice(160, 220), slice(390, 450))
+    assert np.abs(restored[hole].astype(int) - clean[hole]).mean() < 25    # was ~100 in the damaged input
+    assert np.abs(damaged[hole].astype(int) - clean[hole]).mean() > 80
+    away = (slice(20, 120), slice(330, 580))
+    assert np.abs(restored[away].astype(int) - clean[away]).mean() < 4.0
+
+
+def _colourful(seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    blobs = rng.integers(0, 256, (8, 12, 3), dtype=np.uint8)
+    return cv2.resize(blobs, (WIDTH, HEIGHT), interpolation=cv2.INTER_CUBIC)
+
+
+def test_colour_photo_keeps_its_own_colours():
+    photo = _colourful()
+    small_in = _small(photo)
+    grayish = np.repeat(cv2.cvtColor(small_in, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)  # model desaturates
+    restored, info = transfer(photo, small_in, grayish)
+    assert info["input_type"] == "color"
+    chroma_error = np.abs(_ycc(restored)[..., 1:] - _ycc(photo)[..., 1:]).mean()
+    assert chroma_error < 2.0
+    forced, forced_info = transfer(photo, small_in, grayish, input_type="bw")   # forced bw: model's chroma
+    assert forced_info["input_type"] == "bw"
+    assert np.abs(_ycc(forced)[..., 1:] - 128).mean() < 2.0
+
+
+def test_black_and_white_photo_takes_the_networks_colours():
+    photo = _scene()
+    small_in = _small(photo)
+    tinted = np.clip(small_in.astype(int) + np.array([30, 0, -30]), 0, 255).astype(np.uint8)
+    restored, info = transfer(photo, small_in, tinted)
+    assert info["input_type"] == "bw"
+    red_minus_blue = restored[..., 0].astype(int) - restored[..., 2].astype(int)
+    assert 45 < np.median(red_minus_blue) < 75
+    assert restored.shape == photo.shape
+
+
+@pytest.mark.parametrize("name, make, colour", [
+    ("gray", lambda: _scene(), False),
+    ("sepia", lambda: np.clip(_scene() * np.array([1.0, 0.82, 0.6]) + np.array([10, 5, 0]), 0, 255), False),
+    ("colour", lambda: _colourful(), True),
+])
+def test_chroma_spread_separates_colour_from_toned_monochrome(name, make, colour):
+    spread = chroma_spread(make().astype(np.uint8))
+    assert (spread > 4.0) == colour, (name, spread)
+
+
+def test_tone_curve_is_monotone_and_follows_the_direction():
+    rng = np.random.default_rng(0)
+    source = rng.integers(20, 230, 20000).astype(np.uint8)
+    noisy_increasing = source * 0.8 + 30 + rng.normal(0, 15, source.size)
+    lut, correlation = fit_tone_curve(source, noisy_increasing)
+    assert correlation > 0.9 and np.all(np.diff(lut) >= -1e-4)
+    assert abs(lut[128] - (128 * 0.8 + 30)) < 4
+    assert lut[255] > lut[230] and lut[0] < lut[20]                 # extrapolated, not clipped flat
+    lut, correlation = fit_tone_curve(source, 255.0 - source + rng.normal(0, 15, source.size))
+    assert correlation < -0.9 and np.all(np.diff(lut) <= 1e-4)
+    forced, _ = fit_tone_curve(source, 255.0 - source, direction=1)  # forced increasing cannot invert
+    assert np.all(np.diff(forced) >= -1e-4)
+
+
+def test_remove_impulses_fixes_salt_and_pepper_but_not_thin_lines():
+    image = _scene()[:100, :100].copy()
+    image[:, 50] = 0                                                 # a one-pixel line
+    for row, col, value in ((10, 10, 255), (30, 70, 0), (80, 20, 255), (60, 85, 0)):
+        image[row, col] = value
+    repaired, count = remove_impulses(image)
+    assert count == 4
+    assert np.all(repaired[:, 50] == 0)
+    assert abs(int(repaired[10, 10, 0]) - int(_scene()[10, 10, 0])) < 15
+    assert image[10, 10, 0] == 255                                   # the input was not modified
+
+
+class _Invert(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return -x
+
+
+class _Identity(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def test_restorer_keeps_odd_sizes_and_runs_one_pass():
+    positive = np.ascontiguousarray(_scene()[:217, :333])
+    restorer = Restorer(model=_Invert(), device="cpu", render_factor=8)         # 128 px long side
+    restored, info = restorer.restore_array(255 - positive)
+    assert restored.shape == positive.shape
+    assert info["input_type"] == "negative"
+    assert len(info["passes"]) == 1 and info["passes"][0]["shape"] == (96, 128)
+    assert render_shape(217, 333, 8) == info["render_size"] == (83, 128)
+    assert np.abs(restored.astype(int) - positive).mean() < 4.0
+
+
+def test_forced_negative_is_inverted_even_by_a_network_that_does_not_invert():
+    positive = _scene()
+    restorer = Restorer(model=_Identity(), device="cpu", render_factor=8, input_type="negative")
+    restored, info = restorer.restore_array(255 - positive)
+    assert info["input_type"] == "negative"
+    # per-channel levels also stretch the range: compare after normalising both
+    correlation = np.corrcoef(restored[..., 0].ravel().astype(float), positive[..., 0].ravel().astype(float))
+    assert correlation[0, 1] > 0.95
+
+
+def test_restore_pil_keeps_size_and_alpha_with_real_weights(tiny_weights):
+    restorer = Restorer(weights=tiny_weights, device="cpu", render_factor=4)
+    rng = np.random.default_rng(0)
+    rgba = Image.fromarray(rng.integers(0, 256, (31, 45, 4), dtype=np.uint8), "RGBA")
+    restored = restorer.restore(rgba)
+    assert restored.size == (45, 31) and restored.mode == "RGBA"
+    assert np.array_equal(np.asarray(restored)[..., 3], np.asarray(rgba)[..., 3])
+    gray = restorer.restore(Image.fromarray(rng.integers(0, 256, (70, 33), dtype=np.uint8), "L"))
+    assert gray.size == (33, 70) and gray.mode == "RGB"
+
+
+def test_missing_default_weights_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr("restore.inference.default_weights_path", lambda: tmp_path / "restore.safetensors")
+    with pytest.raises(WeightsError, match="--weights"):
+        Restorer(device="cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_refused():
+    with pytest.raises(ValueError, match="cuda"):
+        Restorer(model=_Identity(), device="cuda")
