@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from degradations.builder import build_pairs
+from degradations.builder import build_pairs, read_rgb, resize_short_side
 from degradations.pipeline import degrade
 
 
@@ -27,7 +27,9 @@ def make_photos(folder: Path, count: int, seed: int = 0) -> None:
     """Photo-like PNGs: smooth colour fields with some texture and edges (not noise, which PNG can't pack)."""
     rng = np.random.default_rng(seed)
     for i in range(count):
-        base = cv2.resize(rng.integers(0, 256, (6, 5, 3), dtype=np.uint8), (320, 384), interpolation=cv2.INTER_CUBIC)
+        base = cv2.resize(
+            rng.integers(0, 256, (6, 5, 3), dtype=np.uint8), (320, 384), interpolation=cv2.INTER_CUBIC
+        )
         texture = cv2.GaussianBlur(rng.normal(0, 12, (384, 320, 3)).astype(np.float32), (0, 0), 1.2)
         image = np.clip(base.astype(np.float32) + texture, 0, 255).astype(np.uint8)
         for _ in range(4):
@@ -40,7 +42,9 @@ def time_build(src: Path, out: Path, workers: int) -> tuple[int, float, float]:
     """(pairs, end-to-end seconds, steady-state pairs/s)."""
     stamps: list[tuple[float, int]] = []
     start = time.perf_counter()
-    summary = build_pairs(src, out, size=256, workers=workers, on_pairs=lambda n: stamps.append((time.perf_counter(), n)))
+    summary = build_pairs(
+        src, out, size=256, workers=workers, on_pairs=lambda n: stamps.append((time.perf_counter(), n))
+    )
     elapsed = time.perf_counter() - start
     steady = float("nan")
     if len(stamps) > 1:
@@ -50,7 +54,9 @@ def time_build(src: Path, out: Path, workers: int) -> tuple[int, float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("folder", nargs="?", type=Path, help="photos to use (default: generated ones)")
     parser.add_argument("--count", type=int, default=400, help="photos to generate (ignored with a folder)")
     args = parser.parse_args()
@@ -64,13 +70,15 @@ def main() -> None:
             make_photos(src, args.count)
         print(f"source: {src}")
 
-        crop = np.ascontiguousarray(cv2.cvtColor(cv2.imread(str(next(iter(sorted(src.rglob("*.png")))))), cv2.COLOR_BGR2RGB)[:256, :256]) if any(src.rglob("*.png")) else None
-        if crop is not None and min(crop.shape[:2]) >= 16:
+        photos = sorted(p for p in src.rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
+        if photos:
+            crop = np.ascontiguousarray(resize_short_side(read_rgb(photos[0]), 256)[:256, :256])
             degrade(crop, 0)  # build the cached pipeline first
             start, calls = time.perf_counter(), 300
             for seed in range(calls):
                 degrade(crop, seed)
-            print(f"degrade() alone, {crop.shape[1]}x{crop.shape[0]}: {calls / (time.perf_counter() - start):.0f} images/s")
+            rate = calls / (time.perf_counter() - start)
+            print(f"degrade() alone, {crop.shape[1]}x{crop.shape[0]}: {rate:.0f} images/s")
 
         for workers in (1, 2):
             pairs, elapsed, steady = time_build(src, tmp_path / f"out{workers}", workers)

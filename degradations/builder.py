@@ -76,7 +76,7 @@ def resize_short_side(image: np.ndarray, size: int) -> np.ndarray:
     if size <= 0 or min(h, w) <= size:
         return image
     scale = size / min(h, w)
-    new_size = (max(size, int(round(w * scale))), max(size, int(round(h * scale))))
+    new_size = (max(size, round(w * scale)), max(size, round(h * scale)))
     return cv2.resize(image, new_size, interpolation=cv2.INTER_AREA)
 
 
@@ -132,7 +132,11 @@ def _run_task(task: _Task) -> tuple[str, list[dict[str, Any]], str | None]:
     except ImageReadError as error:
         return task.rel, [], str(error)
     if min(clean.shape[:2]) < MIN_SIZE:
-        return task.rel, [], f"{Path(task.src_root) / task.rel}: {clean.shape[1]}x{clean.shape[0]} is below {MIN_SIZE} px"
+        return (
+            task.rel,
+            [],
+            f"{Path(task.src_root) / task.rel}: {clean.shape[1]}x{clean.shape[0]} is below {MIN_SIZE} px",
+        )
     out_root = Path(task.out_root)
     target_bytes = _png_bytes(clean)
     records = []
@@ -179,7 +183,9 @@ def _list_sources(src: Path, out: Path) -> tuple[list[str], list[str]]:
     photos, others = [], []
     for root, dirs, files in os.walk(src):
         root_path = Path(root)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (root_path / d).resolve() != out_resolved)
+        dirs[:] = sorted(
+            d for d in dirs if not d.startswith(".") and (root_path / d).resolve() != out_resolved
+        )
         for name in sorted(files):
             if name.startswith("."):
                 continue
@@ -260,14 +266,20 @@ def build_pairs(
                 if on_problem:
                     on_problem(message, True)
                 break
-            done = f"input/{name}" in records and (out / "input" / name).exists() and (out / "target" / name).exists()
+            done = (
+                f"input/{name}" in records
+                and (out / "input" / name).exists()
+                and (out / "target" / name).exists()
+            )
             if done:
                 summary.already_done += 1
             else:
                 todo.append(k)
         else:
             if todo:
-                tasks.append(_Task(str(src), str(out), rel, tuple(todo), per_image, seed, size, max_pixels, config))
+                tasks.append(
+                    _Task(str(src), str(out), rel, tuple(todo), per_image, seed, size, max_pixels, config)
+                )
     if on_total:
         on_total(sum(len(task.ks) for task in tasks))
 
@@ -324,7 +336,12 @@ _SHEET_COLUMNS: tuple[tuple[str, Callable[[], T.Degradation]], ...] = (
     ("scratches, dust", lambda: T.Holes(area_range=(0.02, 0.03), kinds=("scratch", "scratch", "dust"))),
     ("JPEG", lambda: T.Jpeg(quality_range=(12, 18))),
     ("salt & pepper", lambda: T.SaltPepper(amount_range=(0.015, 0.02))),
-    ("blur", lambda: T.Blur(kinds=("motion", "defocus"), motion_length_range=(5, 7), defocus_radius_range=(2, 2.5))),
+    (
+        "blur",
+        lambda: T.Blur(
+            kinds=("motion", "defocus"), motion_length_range=(5, 7), defocus_radius_range=(2, 2.5)
+        ),
+    ),
     ("film grain", lambda: T.Noise(kinds=("grain",), sigma_range=(10, 12), monochrome_probability=1.0)),
     ("low-res", lambda: T.LowRes(scale_range=(0.25, 0.3))),
 )
@@ -369,7 +386,9 @@ def contact_sheet(
             # first draw (in a fixed seed order) of a category not shown yet in this row, with some damage:
             # the sheet should show the variety, and stays reproducible
             for attempt in range(50):
-                degraded, record = degrade(square, seed_for(f"sheet/{row_index}/{sample}/{attempt}", seed), config)
+                degraded, record = degrade(
+                    square, seed_for(f"sheet/{row_index}/{sample}/{attempt}", seed), config
+                )
                 if record["category"] not in shown and len(record["ops"]) >= 2:
                     break
             shown.add(record["category"])

@@ -54,7 +54,9 @@ def degrade(
     src: Annotated[
         Path,
         typer.Argument(
-            metavar="SRC_DIR", help="Folder of clean photos, searched recursively. Never modified.", show_default=False
+            metavar="SRC_DIR",
+            help="Folder of clean photos, searched recursively. Never modified.",
+            show_default=False,
         ),
     ],
     out: Annotated[
@@ -68,7 +70,9 @@ def degrade(
     per_image: Annotated[
         int, typer.Option("--per-image", min=1, help="Pairs per photo; above 1, names get a _kNN suffix.")
     ] = 1,
-    seed: Annotated[int, typer.Option("--seed", min=0, help="Run seed; each file's seed mixes in its path.")] = 0,
+    seed: Annotated[
+        int, typer.Option("--seed", min=0, help="Run seed; each file's seed mixes in its path.")
+    ] = 0,
     size: Annotated[
         int,
         typer.Option(
@@ -83,10 +87,17 @@ def degrade(
     ] = 1,
     config: Annotated[
         Path | None,
-        typer.Option("--config", help="TOML file of PipelineConfig fields (others keep their defaults).", show_default=False),
+        typer.Option(
+            "--config",
+            help="TOML file of PipelineConfig fields (others keep their defaults).",
+            show_default=False,
+        ),
     ] = None,
     max_pixels: Annotated[
-        int, typer.Option("--max-pixels", min=1, help="Refuse images with more pixels (decompression-bomb guard).")
+        int,
+        typer.Option(
+            "--max-pixels", min=1, help="Refuse images with more pixels (decompression-bomb guard)."
+        ),
     ] = DEFAULT_MAX_PIXELS,
     sheet: Annotated[
         Path | None,
@@ -138,7 +149,10 @@ def degrade(
             on_total=lambda total: progress.update(bar, total=total),
             on_pairs=lambda n: progress.advance(bar, n),
             on_problem=lambda message, failed: progress.console.print(
-                f"{'failed' if failed else 'skipped'}: {message}", highlight=False, markup=False, soft_wrap=True
+                f"{'failed' if failed else 'skipped'}: {message}",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
             ),
         )
     elapsed = time.perf_counter() - start

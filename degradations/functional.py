@@ -126,7 +126,9 @@ def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
     """JPEG round trip at ``quality`` (1..100, OpenCV's encoder, 4:2:0 chroma); uint8 HxWx3 RGB in and out."""
     _check_rgb(img)
     # OpenCV's encoder expects BGR: swap so the chroma subsampling lands on the real chroma
-    ok, buffer = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    ok, buffer = cv2.imencode(
+        ".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+    )
     if not ok:
         raise RuntimeError("OpenCV could not encode the image as JPEG")
     return cv2.cvtColor(cv2.imdecode(buffer, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
@@ -164,7 +166,7 @@ def defocus_kernel(radius: float) -> np.ndarray:
     """Normalised float32 disk kernel (out-of-focus lens) of ``radius`` pixels, anti-aliased."""
     size = 2 * int(np.ceil(radius)) + 1
     canvas = np.zeros((size * 4, size * 4), np.uint8)
-    cv2.circle(canvas, (size * 2, size * 2), max(int(round(radius * 4)), 2), 255, thickness=-1)
+    cv2.circle(canvas, (size * 2, size * 2), max(round(radius * 4), 2), 255, thickness=-1)
     kernel = cv2.resize(canvas.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
     return kernel / kernel.sum()
 
@@ -217,7 +219,7 @@ def low_res(img: np.ndarray, scale: float, interpolation: str = "linear") -> np.
     :data:`INTERPOLATIONS`): a small or soft original scanned big. uint8 HxWx3 in, same shape out."""
     _check_rgb(img)
     h, w = img.shape[:2]
-    small_size = (max(4, int(round(w * scale))), max(4, int(round(h * scale))))
+    small_size = (max(4, round(w * scale)), max(4, round(h * scale)))
     small = cv2.resize(img, small_size, interpolation=cv2.INTER_AREA)
     return cv2.resize(small, (w, h), interpolation=INTERPOLATIONS[interpolation])
 
@@ -238,7 +240,7 @@ def draw_shapes(height: int, width: int, shapes: Sequence[dict[str, Any]]) -> tu
 
 def draw_shape(alpha: np.ndarray, colour: np.ndarray | None, shape: dict[str, Any]) -> None:
     """Draw one shape of :func:`draw_shapes` in place into ``alpha`` and, unless None, ``colour``."""
-    level = int(round(255 * shape["opacity"]))
+    level = round(255 * shape["opacity"])
     rgb = tuple(int(c) for c in shape["color"])
     canvases = [(alpha, level)] if colour is None else [(alpha, level), (colour, rgb)]
     points = shape["points"]
@@ -254,7 +256,9 @@ def draw_shape(alpha: np.ndarray, colour: np.ndarray | None, shape: dict[str, An
             raise ValueError(f"unknown shape type {shape['type']!r}")
 
 
-def holes(img: np.ndarray, alpha: np.ndarray, colour: np.ndarray, texture: np.ndarray | None = None) -> np.ndarray:
+def holes(
+    img: np.ndarray, alpha: np.ndarray, colour: np.ndarray, texture: np.ndarray | None = None
+) -> np.ndarray:
     """Paint damage over the image: ``out = img * (1 - a) + fill * a`` with ``a = alpha / 255``.
 
     ``alpha`` uint8 HxW, ``colour`` uint8 HxWx3 (see :func:`draw_shapes`). ``texture`` (optional, float32,

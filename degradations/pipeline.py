@@ -66,12 +66,18 @@ class PipelineConfig:
 
     # --- category: relative weights (normalised to sum 1) of what the input imitates
     negative_color_weight: float = 0.30  # colour negatives on an orange base
-    negative_bw_weight: float = 0.125  # black-and-white negatives: with the above, half the data are negatives
+    negative_bw_weight: float = (
+        0.125  # black-and-white negatives: with the above, half the data are negatives
+    )
     bw_weight: float = 0.425  # black-and-white prints: the other half, less the colour share
     color_weight: float = 0.15  # kept in colour: teaches repair without recolouring
     # --- film negatives (colour: per channel R, G, B)
     negative_base_rgb_range: tuple = ((0.78, 0.95), (0.36, 0.52), (0.12, 0.22))  # orange-mask transmittance
-    negative_gamma_rgb_range: tuple = ((0.50, 0.60), (0.55, 0.65), (0.60, 0.70))  # density slope per dye layer
+    negative_gamma_rgb_range: tuple = (
+        (0.50, 0.60),
+        (0.55, 0.65),
+        (0.60, 0.70),
+    )  # density slope per dye layer
     negative_bw_base_range: tuple = (0.70, 0.92)  # clear-base transmittance of b&w film
     negative_bw_gamma_range: tuple = (0.55, 0.75)  # density slope of b&w film
     negative_exposure_range: tuple = (0.6, 1.6)  # under- to over-exposed frames
@@ -180,7 +186,11 @@ def build_pipeline(config: PipelineConfig | None = None) -> A.Compose:
         [
             Negative(kind="color", **negative_args, p=weights["negative_color"]),
             Negative(kind="bw", **negative_args, p=weights["negative_bw"]),
-            Grayscale(tone_probability=config.tone_probability, strength_range=config.tone_strength_range, p=weights["bw"]),
+            Grayscale(
+                tone_probability=config.tone_probability,
+                strength_range=config.tone_strength_range,
+                p=weights["bw"],
+            ),
             A.NoOp(p=weights["color"]),
         ],
         p=1.0,
@@ -196,7 +206,11 @@ def build_pipeline(config: PipelineConfig | None = None) -> A.Compose:
     return A.Compose(
         [
             category,
-            Fade(contrast_range=config.fade_contrast_range, yellowing_range=config.fade_yellowing_range, p=config.fade_probability),
+            Fade(
+                contrast_range=config.fade_contrast_range,
+                yellowing_range=config.fade_yellowing_range,
+                p=config.fade_probability,
+            ),
             Holes(area_range=config.holes_area_range, p=config.holes_probability),
             LowRes(scale_range=config.lowres_scale_range, p=config.lowres_probability),
             light,
@@ -228,7 +242,9 @@ def _check_image(image: np.ndarray) -> None:
         shape = getattr(image, "shape", None)
         raise ValueError(f"degrade expects a uint8 HxWx3 RGB array, got {type(image).__name__} {shape}")
     if min(image.shape[:2]) < MIN_SIZE:
-        raise ValueError(f"degrade needs images of at least {MIN_SIZE}x{MIN_SIZE} pixels, got {image.shape[:2]}")
+        raise ValueError(
+            f"degrade needs images of at least {MIN_SIZE}x{MIN_SIZE} pixels, got {image.shape[:2]}"
+        )
 
 
 def apply_pipeline(pipeline: A.Compose, image: np.ndarray, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
@@ -273,7 +289,9 @@ def _cached_pipeline(config: PipelineConfig) -> A.Compose:
     return cache[config]
 
 
-def degrade(image: np.ndarray, seed: int, config: PipelineConfig | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+def degrade(
+    image: np.ndarray, seed: int, config: PipelineConfig | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Degrade one clean photo like an old negative or print.
 
     ``image``: uint8 HxWx3 RGB, any size of at least 16x16. ``seed``: non-negative int (use

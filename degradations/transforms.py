@@ -115,7 +115,9 @@ class Negative(Degradation):
         self.base_rgb_range = tuple(_as_range(r, "base_rgb_range") for r in base_rgb_range)
         self.gamma_rgb_range = tuple(_as_range(r, "gamma_rgb_range") for r in gamma_rgb_range)
         if len(self.base_rgb_range) != 3 or len(self.gamma_rgb_range) != 3:
-            raise ValueError("base_rgb_range and gamma_rgb_range need one (low, high) pair per channel (R, G, B)")
+            raise ValueError(
+                "base_rgb_range and gamma_rgb_range need one (low, high) pair per channel (R, G, B)"
+            )
         self.bw_base_range = _as_range(bw_base_range, "bw_base_range")
         self.bw_tint = float(bw_tint)
         self.bw_gamma_range = _as_range(bw_gamma_range, "bw_gamma_range")
@@ -142,7 +144,9 @@ class Negative(Degradation):
             "gain": self._uniform(self.gain_range),
         }
 
-    def apply(self, img: np.ndarray, kind: str, base, gamma, exposure, flare, gain, **params: Any) -> np.ndarray:
+    def apply(
+        self, img: np.ndarray, kind: str, base, gamma, exposure, flare, gain, **params: Any
+    ) -> np.ndarray:
         if kind == "color":
             return F.negative(img, base, gamma, exposure, flare, gain)
         return F.negative_bw(img, base, gamma, exposure, flare, gain)
@@ -192,7 +196,9 @@ class Jpeg(Degradation):
             raise ValueError(f"quality_range must lie in 1..100, got {self.quality_range}")
 
     def get_params(self) -> dict[str, Any]:
-        return {"quality": int(self.random_generator.integers(self.quality_range[0], self.quality_range[1] + 1))}
+        return {
+            "quality": int(self.random_generator.integers(self.quality_range[0], self.quality_range[1] + 1))
+        }
 
     def apply(self, img: np.ndarray, quality, **params: Any) -> np.ndarray:
         return F.jpeg(img, quality)
@@ -218,9 +224,9 @@ class SaltPepper(Degradation):
         h, w = params["shape"][:2]
         amount = self._uniform(self.amount_range)
         salt = self._uniform(self.salt_range)
-        count = int(round(amount * h * w))
+        count = round(amount * h * w)
         idx = self.random_generator.choice(h * w, size=count, replace=False)
-        return {"amount": count / (h * w), "salt": salt, "idx": idx, "n_salt": int(round(count * salt))}
+        return {"amount": count / (h * w), "salt": salt, "idx": idx, "n_salt": round(count * salt)}
 
     def apply(self, img: np.ndarray, idx, n_salt, **params: Any) -> np.ndarray:
         return F.salt_pepper(img, idx, n_salt)
@@ -255,7 +261,11 @@ class Blur(Degradation):
         if kind == "gaussian":
             return {"kind": kind, "sigma": self._uniform(self.sigma_range)}
         if kind == "motion":
-            return {"kind": kind, "length": self._uniform(self.motion_length_range), "angle": self._uniform((0, 180))}
+            return {
+                "kind": kind,
+                "length": self._uniform(self.motion_length_range),
+                "angle": self._uniform((0, 180)),
+            }
         return {"kind": kind, "radius": self._uniform(self.defocus_radius_range)}
 
     def apply(self, img: np.ndarray, kind, **params: Any) -> np.ndarray:
@@ -294,7 +304,12 @@ class Noise(Degradation):
         kind = self.py_random.choice(self.kinds)
         monochrome = self.py_random.random() < self.monochrome_probability
         noise = self.random_generator.standard_normal((h, w, 1 if monochrome else 3), dtype=np.float32)
-        out = {"kind": kind, "sigma": self._uniform(self.sigma_range), "monochrome": monochrome, "noise": noise}
+        out = {
+            "kind": kind,
+            "sigma": self._uniform(self.sigma_range),
+            "monochrome": monochrome,
+            "noise": noise,
+        }
         if kind == "grain":
             out["grain_size"] = self._uniform(self.grain_size_range)
         return out
@@ -322,7 +337,10 @@ class Fade(Degradation):
         self.yellowing_range = _as_range(yellowing_range, "yellowing_range")
 
     def get_params(self) -> dict[str, Any]:
-        return {"contrast": self._uniform(self.contrast_range), "yellowing": self._uniform(self.yellowing_range)}
+        return {
+            "contrast": self._uniform(self.contrast_range),
+            "yellowing": self._uniform(self.yellowing_range),
+        }
 
     def apply(self, img: np.ndarray, contrast, yellowing, **params: Any) -> np.ndarray:
         return F.fade(img, contrast, yellowing)
@@ -344,10 +362,15 @@ class LowRes(Degradation):
         self.scale_range = _as_range(scale_range, "scale_range")
         self.interpolations = tuple(interpolations)
         if set(self.interpolations) - set(F.INTERPOLATIONS) or not self.interpolations:
-            raise ValueError(f"interpolations must be among {sorted(F.INTERPOLATIONS)}; got {self.interpolations}")
+            raise ValueError(
+                f"interpolations must be among {sorted(F.INTERPOLATIONS)}; got {self.interpolations}"
+            )
 
     def get_params(self) -> dict[str, Any]:
-        return {"scale": self._uniform(self.scale_range), "interpolation": self.py_random.choice(self.interpolations)}
+        return {
+            "scale": self._uniform(self.scale_range),
+            "interpolation": self.py_random.choice(self.interpolations),
+        }
 
     def apply(self, img: np.ndarray, scale, interpolation, **params: Any) -> np.ndarray:
         return F.low_res(img, scale, interpolation)
@@ -420,7 +443,13 @@ class Holes(Degradation):
         alpha, colour = F.draw_shapes(h, w, shapes)
         # coarse fibre/mottle texture, about 4 px grains, +-6 grey levels
         texture = self.random_generator.standard_normal((h // 4 + 1, w // 4 + 1), dtype=np.float32) * 6.0
-        return {"alpha": alpha, "colour": colour, "texture": texture, "area": covered / total, "shapes": counts}
+        return {
+            "alpha": alpha,
+            "colour": colour,
+            "texture": texture,
+            "area": covered / total,
+            "shapes": counts,
+        }
 
     def apply(self, img: np.ndarray, alpha, colour, texture, **params: Any) -> np.ndarray:
         return F.holes(img, alpha, colour, texture)
@@ -441,9 +470,15 @@ class Holes(Degradation):
         angles = np.linspace(0, 2 * math.pi, n, endpoint=False)
         wobble = np.zeros(n)
         for harmonic in range(2, 6):
-            wobble += rng.uniform(0, jaggedness / harmonic) * np.cos(harmonic * angles + rng.uniform(0, 2 * math.pi))
+            wobble += rng.uniform(0, jaggedness / harmonic) * np.cos(
+                harmonic * angles + rng.uniform(0, 2 * math.pi)
+            )
         radii = radius * (1.0 + wobble + rng.uniform(-0.06, 0.06, n))
-        return np.stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)], axis=1).round().astype(np.int32)
+        return (
+            np.stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)], axis=1)
+            .round()
+            .astype(np.int32)
+        )
 
     def _shapes(self, kind: str, h: int, w: int, budget: float) -> list[dict[str, Any]]:
         rng = self.random_generator
@@ -464,13 +499,13 @@ class Holes(Degradation):
                     "points": np.concatenate([points, points[:1]]),
                     "color": rim,
                     "opacity": min(1.0, opacity + 0.2),
-                    "thickness": max(1, int(round(scale * rng.uniform(1, 2.5)))),
+                    "thickness": max(1, round(scale * rng.uniform(1, 2.5))),
                 },
             ]
         if kind == "tear":
             return [self._tear(h, w, budget)]
         if kind == "scratch":
-            thickness = max(1, int(round(scale * rng.uniform(0.6, 1.6))))
+            thickness = max(1, round(scale * rng.uniform(0.6, 1.6)))
             length = min(budget / thickness, math.hypot(h, w) * rng.uniform(0.2, 0.9))
             n = int(rng.integers(4, 9))
             heading = rng.uniform(0, 2 * math.pi) + np.cumsum(rng.normal(0, 0.12, n))  # slow bends
@@ -487,11 +522,17 @@ class Holes(Degradation):
                 }
             ]
         # dust: specks of 1..3 px radius (scaled), as many as the budget allows, at most 60 per cluster
-        radii = rng.integers(0, 2, size=60) + int(round(scale)) - 1
+        radii = rng.integers(0, 2, size=60) + round(scale) - 1
         count = int(np.clip(budget / (math.pi * (np.mean(radii) + 0.7) ** 2), 1, 60))
         points = np.stack([rng.uniform(0, w, count), rng.uniform(0, h, count)], axis=1).astype(np.int32)
         return [
-            {"type": "circles", "points": points, "radii": radii[:count], "color": self._colour(kind), "opacity": 1.0}
+            {
+                "type": "circles",
+                "points": points,
+                "radii": radii[:count],
+                "color": self._colour(kind),
+                "opacity": 1.0,
+            }
         ]
 
     def _tear(self, h: int, w: int, budget: float) -> dict[str, Any]:
@@ -506,7 +547,9 @@ class Holes(Degradation):
         u = np.linspace(start + span, start, n) + rng.uniform(-0.4, 0.4, n) * span / n
         # a tear bulges in the middle and frays: smooth depth profile plus a random walk of small notches
         fray = np.cumsum(rng.normal(0, 0.08, n))
-        v = depth * np.clip(np.sin(np.linspace(0, math.pi, n)) ** 0.6 * rng.uniform(0.8, 1.1) + fray, 0.05, None)
+        v = depth * np.clip(
+            np.sin(np.linspace(0, math.pi, n)) ** 0.6 * rng.uniform(0.8, 1.1) + fray, 0.05, None
+        )
         u = np.concatenate([[start, start + span], u])
         v = np.concatenate([[-2.0, -2.0], v])
         if side == 0:

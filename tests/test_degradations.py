@@ -134,7 +134,7 @@ def test_record_is_small_json(factory):
 @pytest.mark.parametrize("seed", range(5))
 def test_salt_pepper_fraction_within_range(seed):
     flat = np.full((40, 50, 3), 128, np.uint8)
-    out, params = run(lambda: T.SaltPepper(amount_range=(0.01, 0.05), salt_range=(0.5, 0.5)), flat, seed)
+    out, _params = run(lambda: T.SaltPepper(amount_range=(0.01, 0.05), salt_range=(0.5, 0.5)), flat, seed)
     hit = np.any(out != 128, axis=-1)
     assert 0.01 - 1 / hit.size <= hit.mean() <= 0.05 + 1 / hit.size
     assert set(np.unique(out[hit])) <= {0, 255}
@@ -213,7 +213,7 @@ def test_grayscale_has_equal_channels_and_tone_warms():
 
 def test_fade_reduces_contrast_and_yellows():
     image = photo()
-    out, params = run(lambda: T.Fade(contrast_range=(0.6, 0.6), yellowing_range=(0.3, 0.3)), image, 0)
+    out, _params = run(lambda: T.Fade(contrast_range=(0.6, 0.6), yellowing_range=(0.3, 0.3)), image, 0)
     assert luma(out).std() < 0.8 * luma(image).std()
     assert out[..., 0].min() >= int(255 * 0.4) - 1  # blacks lifted to 1 - contrast (red is not yellowed)
     white, _ = run(lambda: T.Fade(yellowing_range=(0.3, 0.3)), np.full((16, 16, 3), 255, np.uint8), 0)
@@ -232,7 +232,7 @@ def test_lowres_and_blur_lose_high_frequency(factory):
 @pytest.mark.parametrize("kind", ["gaussian", "grain"])
 def test_noise_strength_follows_sigma(kind):
     flat = np.full((64, 64, 3), 128, np.uint8)
-    out, params = run(lambda: T.Noise(kinds=(kind,), sigma_range=(10, 10)), flat, 0)
+    out, _params = run(lambda: T.Noise(kinds=(kind,), sigma_range=(10, 10)), flat, 0)
     deviation = (out.astype(float) - 128).std()
     assert 7 < deviation < 11  # grain is weighted 1.0 at mid-grey
 
@@ -260,7 +260,9 @@ def test_config_from_toml_with_overrides_and_unknown_keys(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text("holes_probability = 0.5\njpeg_quality_range = [10, 20]\n")
     config = load_pipeline_config(path, color_weight=0.0)
-    assert config.holes_probability == 0.5 and config.jpeg_quality_range == (10, 20) and config.color_weight == 0
+    assert (
+        config.holes_probability == 0.5 and config.jpeg_quality_range == (10, 20) and config.color_weight == 0
+    )
     hash(config)  # frozen and hashable (lists became tuples)
     path.write_text("holes_probabilty = 0.5\n")
     with pytest.raises(ValueError, match="holes_probabilty"):
@@ -306,7 +308,10 @@ def test_pipeline_save_load_round_trip(tmp_path):
     assert A.to_dict(loaded) == A.to_dict(pipeline)
     image = photo()
     for seed in range(10):
-        assert apply_pipeline(pipeline, image, seed)[0].tobytes() == apply_pipeline(loaded, image, seed)[0].tobytes()
+        assert (
+            apply_pipeline(pipeline, image, seed)[0].tobytes()
+            == apply_pipeline(loaded, image, seed)[0].tobytes()
+        )
         assert apply_pipeline(pipeline, image, seed)[1] == apply_pipeline(loaded, image, seed)[1]
 
 
@@ -329,8 +334,16 @@ def test_category_and_damage_shares_follow_the_config():
 
 
 def test_config_weights_are_obeyed():
-    config = PipelineConfig(negative_color_weight=0, negative_bw_weight=0, bw_weight=0, color_weight=1,
-                            holes_probability=0, light_probability=0, fade_probability=0, lowres_probability=0)
+    config = PipelineConfig(
+        negative_color_weight=0,
+        negative_bw_weight=0,
+        bw_weight=0,
+        color_weight=1,
+        holes_probability=0,
+        light_probability=0,
+        fade_probability=0,
+        lowres_probability=0,
+    )
     image = photo()
     for seed in range(20):
         out, record = degrade(image, seed, config)
