@@ -53,11 +53,11 @@ NO_REFERENCE_SHEET_ROWS = 8   # photos per no-reference sheet
 # --- the fixed categories ------------------------------------------------------------------------------------
 
 # Mid-range film parameters of the degradation pipeline's defaults, fixed.
-_COLOR_NEGATIVE = dict(kind="color", base_rgb_range=((0.86, 0.86), (0.44, 0.44), (0.17, 0.17)),
-                       gamma_rgb_range=((0.55, 0.55), (0.60, 0.60), (0.65, 0.65)), exposure_range=(1.0, 1.0),
-                       flare_range=(0.01, 0.01), gain_range=(1.0, 1.0))
-_BW_NEGATIVE = dict(kind="bw", bw_base_range=(0.81, 0.81), bw_tint=0.0, bw_gamma_range=(0.65, 0.65),
-                    exposure_range=(1.0, 1.0), flare_range=(0.01, 0.01), gain_range=(1.0, 1.0))
+_COLOR_NEGATIVE = {"kind": "color", "base_rgb_range": ((0.86, 0.86), (0.44, 0.44), (0.17, 0.17)),
+                   "gamma_rgb_range": ((0.55, 0.55), (0.60, 0.60), (0.65, 0.65)), "exposure_range": (1.0, 1.0),
+                   "flare_range": (0.01, 0.01), "gain_range": (1.0, 1.0)}
+_BW_NEGATIVE = {"kind": "bw", "bw_base_range": (0.81, 0.81), "bw_tint": 0.0, "bw_gamma_range": (0.65, 0.65),
+                "exposure_range": (1.0, 1.0), "flare_range": (0.01, 0.01), "gain_range": (1.0, 1.0)}
 
 
 def _gray() -> Grayscale:
@@ -483,16 +483,16 @@ def render_report(result: dict[str, Any]) -> str:
     lines = [
         "# Evaluation report",
         "",
-        f"Data: `{meta['data_dir']}`, {meta['photos']} photos, long side scaled to at most {meta['max_side']} px "
+        (f"Data: `{meta['data_dir']}`, {meta['photos']} photos, long side scaled to at most {meta['max_side']} px "
         f"before degrading; seed {meta['seed']}; {meta['seconds']} s in all ({meta['network_seconds']} s in the "
-        f"restorer).",
+        f"restorer)."),
         "",
-        "Rows: **input** = the degraded photo itself; **classical** = no-learning pipeline (told the category: "
+        ("Rows: **input** = the degraded photo itself; **classical** = no-learning pipeline (told the category: "
         "negative inversion with film-base removal, switching median for impulses, non-local means for "
         "gaussian noise, OpenCV inpainting of detectable holes); then each model through `Restorer`. "
         "Columns: PSNR (dB, higher better), SSIM (higher better), MAE (mean absolute error on 0-1, lower "
         "better), ΔE2000 (mean CIEDE2000 colour difference, lower better), colourfulness ratio "
-        "(Hasler-Süsstrunk, output over ground truth; 1 is right, below 1 duller).",
+        "(Hasler-Süsstrunk, output over ground truth; 1 is right, below 1 duller)."),
         "",
     ]
     if models:
@@ -607,9 +607,10 @@ def evaluate_no_reference(data_dir: str | Path, weights_list: Sequence[str | Pat
                        "seconds": round(time.perf_counter() - start, 1)},
               "images": info}
     (out / "metrics.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    columns = " | ".join(["input", *models])
     lines = ["# No-reference report", "",
-             f"Data: `{root}`, {len(photos)} photos without ground truth (long side at most {max_side} px): "
-             "contact sheets only, input | " + " | ".join(models) + ".", ""]
+             (f"Data: `{root}`, {len(photos)} photos without ground truth (long side at most {max_side} px): "
+             f"contact sheets only, {columns}."), ""]
     lines += [f"![{name}](sheets/{name})" for name in sheet_names]
     (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return result
@@ -626,6 +627,13 @@ def load_metrics(path: str | Path) -> dict[str, Any]:
     if "summary" not in data:
         raise ValueError(f"{path}: not a restore-eval metrics.json (no 'summary'; no-reference runs have none)")
     return data
+
+
+def comparability(old_json: str | Path, new_json: str | Path) -> list[str]:
+    """Why two runs' means may not be comparable: different photos, seed or size (empty when they match)."""
+    old, new = load_metrics(old_json)["meta"], load_metrics(new_json)["meta"]
+    return [f"{key} differs: {old.get(key)!r} -> {new.get(key)!r}"
+            for key in ("data_dir", "photos", "seed", "max_side", "render_factor") if old.get(key) != new.get(key)]
 
 
 def compare(old_json: str | Path, new_json: str | Path) -> list[dict[str, Any]]:

@@ -1,0 +1,305 @@
+"""Evaluation: categories, the classical baseline, the report and JSON, --compare, the CLI.
+
+Images are skimage samples scaled down or generated here; the model is a random tiny U-Net (its numbers are
+meaningless, the plumbing is what is tested).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+from skimage import data
+from typer.testing import CliRunner
+
+from restore import baselines, metrics
+from restore.eval_cli import app
+from restore.evaluate import (
+    CATEGORIES,
+    category_seed,
+    compare,
+    contact_sheet,
+    degrade_category,
+    evaluate,
+    evaluate_no_reference,
+    find_photos,
+    fit_max_side,
+    model_labels,
+    resolve_categories,
+)
+from restore.imageio import read_image
+
+
+def _small(image: np.ndarray, long_side: int) -> np.ndarray:
+    scale = long_side / max(image.shape[:2])
+    size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+@pytest.fixture(scope="module")
+def chelsea() -> np.ndarray:
+    return _small(data.chelsea(), 192)
+
+
+@pytest.fixture(scope="module")
+def photo_dir(tmp_path_factory):
+    """Three small ground-truth photos, one of them in a subfolder (the search is recursive)."""
+    root = tmp_path_factory.mktemp("photos")
+    (root / "sub").mkdir()
+    for path, image in ((root / "astronaut.png", data.astronaut()), (root / "coffee.png", data.coffee()),
+                        (root / "sub" / "chelsea.jpg", data.chelsea())):
+        cv2.imwrite(str(path), cv2.cvtColor(_small(image, 72), cv2.COLOR_RGB2BGR))
+    (root / "notes.txt").write_text("not a photo")
+    return root
+
+
+@pytest.fixture(scope="module")
+def second_weights(tmp_path_factory):
+    """Another random tiny generator, standing in for a GAN checkpoint beside the MSE one."""
+    import torch
+
+    from restore.arch import GeneratorSpec, build_generator
+    from restore.weights import save_weights
+
+    torch.manual_seed(1)
+    spec = GeneratorSpec(encoder="resnet18", self_attention=False)
+    path = tmp_path_factory.mktemp("weights2") / "gan.safetensors"
+    save_weights(build_generator(spec), path, spec)
+    return path
+
+
+@pytest.fixture(scope="module")
+def report(photo_dir, tiny_weights, second_weights, tmp_path_factory):
+    """One full evaluation: 2 photos, every category, two models (shared by the tests below)."""
+    out = tmp_path_factory.mktemp("report")
+    result = evaluate(photo_dir, [tiny_weights, second_weights], seed=3, out_dir=out, limit=2, max_side=64,
+                      sheet_photos=2)
+    return out, result
+
+
+# --- categories -------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list(CATEGORIES))
+def test_category_is_deterministic_and_degrades(name, chelsea):
+    seed = category_seed("a/photo.png", name, 0)
+    first, second = degrade_category(chelsea, name, seed), degrade_category(chelsea, name, seed)
+    assert first.dtype == np.uint8 and first.shape == chelsea.shape
+    assert np.array_equal(first, second)
+    assert metrics.psnr(first, chelsea) < 40.0  # it really is damaged
+    if CATEGORIES[name].colorize:
+        assert metrics.colourfulness(first) < 0.1 * metrics.colourfulness(chelsea)
+
+
+def test_seeds_differ_per_photo_and_category():
+    assert category_seed("a.png", "bw", 0) != category_seed("b.png", "bw", 0)
+    assert category_seed("a.png", "bw", 0) != category_seed("a.png", "bw_jpeg", 0)
+    assert category_seed("a.png", "bw", 0) != category_seed("a.png", "bw", 1)
+
+
+def test_noise_depends_on_seed(chelsea):
+    a = degrade_category(chelsea, "color_gaussian25", 1)
+    b = degrade_category(chelsea, "color_gaussian25", 2)
+    assert not np.array_equal(a, b)
+    # sigma 25 per channel, give or take clipping
+    assert 20.0 < np.std(a.astype(float) - chelsea) < 26.0
+
+
+def test_unknown_category_is_refused():
+    with pytest.raises(ValueError, match="unknown category nope"):
+        resolve_categories(["bw", "nope"])
+    assert resolve_categories(None) == list(CATEGORIES)
+
+
+# --- the classical baseline ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, gain_db", [
+    ("negative_color", 8.0), ("negative_bw", 4.0), ("negative_color_noise", 4.0),
+    ("bw_saltpepper", 0.3), ("color_saltpepper_jpeg", 0.3), ("color_gaussian25", 2.0),
+])
+def test_classical_improves_psnr_over_input(name, gain_db, chelsea):
+    degraded = degrade_category(chelsea, name, category_seed("chelsea", name, 0))
+    restored = baselines.classical(degraded, CATEGORIES[name].hints)
+    assert metrics.psnr(restored, chelsea) > metrics.psnr(degraded, chelsea) + gain_db
+
+
+def test_classical_leaves_what_it_cannot_fix_alone(chelsea):
+    gray = degrade_category(chelsea, "bw_blur", 0)
+    restored = baselines.classical(gray, CATEGORIES["bw_blur"].hints)
+    assert np.array_equal(restored, gray) and restored is not gray
+    assert np.array_equal(baselines.input_baseline(gray), gray)
+
+
+def test_impulses_are_removed_and_clean_pixels_kept():
+    y, x = np.mgrid[0:64, 0:64]
+    clean = np.stack([60 + 2 * x, 80 + y, 140 - x], axis=-1).astype(np.uint8)
+    noisy = clean.copy()
+    rng = np.random.default_rng(0)
+    idx = rng.choice(64 * 64, 80, replace=False)
+    noisy.reshape(-1, 3)[idx[:40]] = 255
+    noisy.reshape(-1, 3)[idx[40:]] = 0
+    repaired = baselines.remove_impulses(noisy)
+    assert metrics.psnr(repaired, clean) > 38.0
+    assert np.array_equal(baselines.remove_impulses(clean), clean)
+
+
+def test_painted_hole_is_detected_and_inpainted():
+    y, x = np.mgrid[0:96, 0:96]
+    rng = np.random.default_rng(0)
+    clean = np.stack([60 + x, 90 + y // 2, 160 - x // 2], axis=-1) + rng.normal(0, 3, (96, 96, 3))
+    clean = np.clip(clean, 0, 255).astype(np.uint8)
+    damaged = clean.copy()
+    # a cream blob with a grey paper mottle, as the Holes transform paints it
+    blob = (x - 40) ** 2 + (y - 50) ** 2 < 12 ** 2
+    mottle = rng.normal(0, 4, (96, 96))
+    damaged[blob] = np.clip(np.array([236, 228, 208]) + mottle[blob][:, None], 0, 255).astype(np.uint8)
+    mask = baselines.hole_mask(damaged) > 0
+    assert mask[blob].mean() > 0.9
+    assert mask[~blob].mean() < 0.05
+    assert metrics.psnr(baselines.inpaint_holes(damaged), clean) > metrics.psnr(damaged, clean) + 5.0
+    # the clean photo has no such blob: nothing inpainted
+    assert (baselines.hole_mask(clean) > 0).mean() < 0.01
+
+
+def test_negative_inversion_recovers_the_photo(chelsea):
+    negative = degrade_category(chelsea, "negative_color", 0)
+    positive = baselines.invert_negative(negative)
+    assert metrics.psnr(positive, chelsea) > 18.0
+    # the orange mask is gone: each channel's mean level is back near the truth's
+    truth_means = chelsea.reshape(-1, 3).mean(axis=0)
+    assert np.abs(positive.reshape(-1, 3).mean(axis=0) - truth_means).max() < 25.0
+    assert metrics.delta_e(positive, chelsea) < 0.5 * metrics.delta_e(negative, chelsea)
+
+
+# --- helpers ---------------------------------------------------------------------------------------------------------
+
+def test_find_photos_and_fit_max_side(photo_dir):
+    assert find_photos(photo_dir) == ["astronaut.png", "coffee.png", "sub/chelsea.jpg"]
+    assert find_photos(photo_dir, limit=1) == ["astronaut.png"]
+    image = np.zeros((100, 40, 3), np.uint8)
+    assert fit_max_side(image, 50).shape == (50, 20, 3)
+    assert fit_max_side(image, 200) is image
+
+
+def test_find_photos_errors_name_the_folder(tmp_path):
+    with pytest.raises(ValueError, match="no images"):
+        find_photos(tmp_path)
+    with pytest.raises(ValueError, match="not a folder"):
+        find_photos(tmp_path / "missing")
+
+
+def test_model_labels_are_unique():
+    assert model_labels(["a/mse.safetensors", "b/gan.safetensors"]) == ["mse", "gan"]
+    assert model_labels(["a/m.safetensors", "b/m.safetensors"]) == ["m-1", "m-2"]
+    assert model_labels(["input.safetensors"]) == ["model-input"]
+
+
+def test_contact_sheet_layout():
+    tile = np.full((30, 60, 3), 200, np.uint8)
+    sheet = contact_sheet([[tile, tile, tile]] * 2, ["a", "b", "c"], side=50, gap=4)
+    assert sheet.shape == (22 + 2 * 54 + 4, 3 * 50 + 4 * 4, 3)
+
+
+# --- the end-to-end evaluation ----------------------------------------------------------------------------------------
+
+def test_evaluate_writes_report_json_and_sheets(report):
+    out, _ = report
+    names = list(CATEGORIES)
+    text = (out / "report.md").read_text(encoding="utf-8")
+    for name in names:
+        assert f"## {name}" in text
+        assert (out / "sheets" / f"{name}.jpg").is_file()
+    # random weights cannot beat the classical pipeline, and the report must say so plainly
+    assert "does not beat the classical pipeline" in text
+    assert "gan vs tiny: wins on" in text
+    assert "## Targets (issue 7)" in text
+    saved = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert saved["meta"]["methods"] == ["input", "classical", "tiny", "gan"]
+    assert saved["meta"]["photos"] == 2
+    assert set(saved["images"]["bw"]) == {"astronaut.png", "coffee.png"}
+    for name in names:
+        for method in saved["meta"]["methods"]:
+            assert set(saved["summary"][name][method]) == set(metrics.METRIC_DIRECTIONS)
+    # sheets: 2 photo rows, columns input | classical | tiny | gan | ground truth
+    sheet = read_image(out / "sheets" / "bw.jpg").rgb
+    assert sheet.shape[1] == 5 * 176 + 6 * 4 and sheet.shape[0] == 22 + 2 * 180 + 4
+
+
+def test_evaluate_numbers_can_be_recomputed(report, photo_dir):
+    out, result = report
+    truth = fit_max_side(read_image(photo_dir / "coffee.png").rgb, 64)
+    name = "negative_color_noise"
+    degraded = degrade_category(truth, name, category_seed("coffee.png", name, 3))
+    saved = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["images"][name]["coffee.png"]
+    assert saved["input"]["psnr"] == pytest.approx(metrics.psnr(degraded, truth))
+    restored = baselines.classical(degraded, CATEGORIES[name].hints)
+    assert saved["classical"]["delta_e"] == pytest.approx(metrics.delta_e(restored, truth))
+    means = result["summary"][name]["tiny"]["ssim"]
+    per_image = [result["images"][name][p]["tiny"]["ssim"] for p in ("astronaut.png", "coffee.png")]
+    assert means == pytest.approx(np.mean(per_image))
+
+
+def test_evaluate_baselines_only_on_a_subset(photo_dir, tmp_path):
+    result = evaluate(photo_dir, [], out_dir=tmp_path, limit=1, categories=["bw", "color_holes"], max_side=48)
+    assert list(result["summary"]) == ["bw", "color_holes"]
+    assert result["meta"]["methods"] == ["input", "classical"]
+    assert "baselines only" in (tmp_path / "report.md").read_text(encoding="utf-8")
+
+
+def test_compare_reports_differences(report, tmp_path):
+    out, _ = report
+    old = out / "metrics.json"
+    changed = json.loads(old.read_text(encoding="utf-8"))
+    changed["summary"]["bw"]["tiny"]["psnr"] += 1.5
+    changed["summary"]["bw"]["tiny"]["delta_e"] += 2.0
+    new = tmp_path / "new.json"
+    new.write_text(json.dumps(changed), encoding="utf-8")
+    rows = {(r["category"], r["method"], r["metric"]): r for r in compare(old, new)}
+    assert rows[("bw", "tiny", "psnr")]["difference"] == pytest.approx(1.5)
+    assert rows[("bw", "tiny", "psnr")]["better"] is True
+    assert rows[("bw", "tiny", "delta_e")]["worse"] is True
+    assert rows[("bw", "input", "psnr")]["difference"] == pytest.approx(0.0)
+    assert rows[("bw", "input", "psnr")]["better"] is False
+    runner = CliRunner()
+    printed = runner.invoke(app, ["--compare", str(old), str(new)], terminal_width=200)
+    assert printed.exit_code == 0, printed.output
+    assert "+1.50" in printed.output and "better" in printed.output and "worse" in printed.output
+
+
+def test_compare_refuses_a_file_that_is_not_metrics(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}", encoding="utf-8")
+    result = CliRunner().invoke(app, ["--compare", str(bad), str(bad)])
+    assert result.exit_code != 0
+    assert "bad.json" in result.output
+
+
+# --- no-reference mode and the CLI --------------------------------------------------------------------------------------
+
+def test_no_reference_writes_sheets_only(photo_dir, tiny_weights, tmp_path):
+    result = evaluate_no_reference(photo_dir, [tiny_weights], out_dir=tmp_path, max_side=48, rows_per_sheet=2)
+    assert sorted(p.name for p in (tmp_path / "sheets").iterdir()) == ["no_reference_01.jpg", "no_reference_02.jpg"]
+    assert "summary" not in result and set(result["images"]) == set(find_photos(photo_dir))
+    assert result["images"]["coffee.png"]["tiny"]["input_type"] in ("negative", "bw", "color")
+
+
+def test_cli_runs_an_evaluation(photo_dir, tiny_weights, tmp_path):
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(app, ["--data", str(photo_dir), "--weights", str(tiny_weights), "--out", str(out),
+                                      "--limit", "1", "--categories", "bw,negative_color", "--max-side", "48"],
+                                terminal_width=200)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert list(saved["summary"]) == ["bw", "negative_color"]
+    assert not math.isnan(saved["summary"]["negative_color"]["tiny"]["psnr"])
+    assert "negative_color" in result.output
+
+
+def test_cli_errors_are_one_line(photo_dir, tmp_path):
+    result = CliRunner().invoke(app, ["--data", str(photo_dir), "--out", str(tmp_path), "--categories", "nope"])
+    assert result.exit_code == 2
+    assert "unknown category nope" in result.output
+    missing = CliRunner().invoke(app, ["--data", str(photo_dir), "--weights", str(tmp_path / "none.safetensors")])
+    assert missing.exit_code != 0 and "none.safetensors" in missing.output
