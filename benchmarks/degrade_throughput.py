@@ -5,13 +5,15 @@
 
 Prints, per worker count: pairs/s end to end (reading, resizing to a 256 px short side, degrading, writing
 two PNGs and the manifest, including worker start-up) and pairs/s in steady state (from the first finished
-pair on, so without the start-up of spawned workers). Also prints the in-memory rate of `degrade()` alone
+pair on, so without the start-up of spawned workers), pairs per CPU-second of one worker, and the load
+average (other processes on the cores lower every figure). Also prints the in-memory rate of `degrade()` alone
 on 256x256 crops, the figure that matters for on-the-fly training. Target: >= 50 pairs/s with 2 workers.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -38,19 +40,21 @@ def make_photos(folder: Path, count: int, seed: int = 0) -> None:
         cv2.imwrite(str(folder / f"photo_{i:04d}.png"), image)
 
 
-def time_build(src: Path, out: Path, workers: int) -> tuple[int, float, float]:
-    """(pairs, end-to-end seconds, steady-state pairs/s)."""
+def time_build(src: Path, out: Path, workers: int) -> tuple[int, float, float, float]:
+    """(pairs, end-to-end seconds, steady-state pairs/s, CPU seconds of this process)."""
     stamps: list[tuple[float, int]] = []
+    cpu_start = time.process_time()
     start = time.perf_counter()
     summary = build_pairs(
         src, out, size=256, workers=workers, on_pairs=lambda n: stamps.append((time.perf_counter(), n))
     )
     elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
     steady = float("nan")
     if len(stamps) > 1:
         pairs_after_first = sum(n for _, n in stamps[1:])
         steady = pairs_after_first / max(stamps[-1][0] - stamps[0][0], 1e-9)
-    return summary.written, elapsed, steady
+    return summary.written, elapsed, steady, cpu
 
 
 def main() -> None:
@@ -81,11 +85,18 @@ def main() -> None:
             print(f"degrade() alone, {crop.shape[1]}x{crop.shape[0]}: {rate:.0f} images/s")
 
         for workers in (1, 2):
-            pairs, elapsed, steady = time_build(src, tmp_path / f"out{workers}", workers)
+            pairs, elapsed, steady, cpu = time_build(src, tmp_path / f"out{workers}", workers)
             print(
                 f"workers={workers}: {pairs} pairs in {elapsed:.1f} s = {pairs / elapsed:.0f} pairs/s end to end, "
                 f"{steady:.0f} pairs/s steady state"
             )
+            if workers == 1:
+                # CPU time is what a busy, shared machine distorts least: pairs per CPU-second of one worker
+                # is about what each idle core adds
+                print(f"  one worker: {pairs / max(cpu, 1e-9):.0f} pairs per CPU-second")
+        print(
+            f"load average now: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (figures drop when the cores are shared)"
+        )
 
 
 if __name__ == "__main__":
