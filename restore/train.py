@@ -37,6 +37,7 @@ from fastai.vision.gan import (
     AdaptiveLoss,
     GANDiscriminativeLR,
     GANLearner,
+    GANTrainer,
     accuracy_thresh_expand,
 )
 from PIL import Image
@@ -704,6 +705,19 @@ class GanSteps(Callback):
             self.sizes.append(int(self.learn.xb[0].shape[-1]))
 
 
+class EvalValidation(Callback):
+    """Validate the GAN with both networks in eval mode.
+
+    fastai's GANTrainer switches to generator mode for validation, which puts the generator back in train
+    mode: BatchNorm would then update its statistics on validation data (and fail on a 1-image batch).
+    """
+
+    order = GANTrainer.order + 1  # fastai runs callbacks by `order` alone: after GANTrainer's switch
+
+    def before_validate(self):
+        self.learn.model.eval()
+
+
 def train_gan(config: GanConfig = GanConfig(), data_dir: str | Path = ".", out_dir: str | Path = "runs/gan",
               resume: str | Path | None = None, device: str | torch.device | None = None) -> TrainResult:
     """Stage 3: GANLearner from the pretrained generator and critic, AdaptiveGANSwitcher, progressive resizing.
@@ -734,7 +748,7 @@ def train_gan(config: GanConfig = GanConfig(), data_dir: str | Path = ".", out_d
         switcher=AdaptiveGANSwitcher(critic_thresh=config.critic_thresh),  # an instance: fastai 2.8 needs it
         weights_gen=tuple(config.weights_gen),
         opt_func=partial(Adam, mom=config.betas[0], sqr_mom=config.betas[1]),
-        wd=config.wd, cbs=[GANDiscriminativeLR(mult_lr=config.critic_lr_mult), steps],
+        wd=config.wd, cbs=[GANDiscriminativeLR(mult_lr=config.critic_lr_mult), steps, EvalValidation()],
         show_img=False, path=out_dir, model_dir=CHECKPOINT_DIR,
     )
     _mixed_precision(learn, config.mixed_precision)
@@ -751,3 +765,35 @@ def train_gan(config: GanConfig = GanConfig(), data_dir: str | Path = ".", out_d
     if config.export and rank_distrib() == 0:
         result.exported = export_generator(result, out_dir / "gan_generator.safetensors")
     return result
+
+
+# ------------------------------------------------------------------------------------------- notebooks
+def latest_checkpoint(run_dir: str | Path, stage: str | None = None) -> Path:
+    """The checkpoint with the highest step in `run_dir/checkpoints` (optionally of one stage)."""
+    directory = Path(run_dir) / CHECKPOINT_DIR
+    found = sorted(directory.glob(f"{stage or '*'}_step*.pth"), key=lambda p: int(p.stem.rsplit("step", 1)[1]))
+    if not found:
+        raise FileNotFoundError(f"{directory}: no checkpoints")
+    return found[-1]
+
+
+def show_restorations(generator: nn.Module, dataset, n: int = 3, output_space: str = "rgb",
+                      device: str | torch.device = "cpu", figsize_per: float = 2.5):
+    """Matplotlib figure: degraded input, generator output and clean target for `n` items of `dataset`."""
+    import matplotlib.pyplot as plt
+
+    n = min(n, len(dataset))
+    to_image = lab_scaled_to_rgb if output_space == "lab" else to_uint8
+    fig, axes = plt.subplots(n, 3, figsize=(3 * figsize_per, n * figsize_per), squeeze=False)
+    generator = generator.to(device).eval()
+    for row in range(n):
+        degraded, clean = dataset.pair(row)
+        with torch.no_grad():
+            restored = to_image(generator(to_tensor(degraded)[None].to(device))[0].float().cpu())
+        for col, (image, title) in enumerate(((degraded, "degraded"), (restored, "restored"), (clean, "clean"))):
+            axes[row][col].imshow(image)
+            axes[row][col].set_axis_off()
+            if row == 0:
+                axes[row][col].set_title(title)
+    fig.tight_layout()
+    return fig
