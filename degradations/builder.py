@@ -30,6 +30,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "BuildSummary",
     "ImageReadError",
+    "OutputError",
     "build_pairs",
     "contact_sheet",
     "output_name",
@@ -42,6 +43,7 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".
 # Decompression-bomb guard: larger images are refused before their pixels are decoded.
 DEFAULT_MAX_PIXELS = 80_000_000
 MANIFEST = "manifest.jsonl"
+_TMP_SUFFIX = ".degrade-tmp"  # hidden "<.name>.<pid>.degrade-tmp" files, renamed into place when complete
 # PNG with the run-length strategy at level 1: about the size of the default at half its time or less
 # (still lossless; encoding is the slowest step of a pair at 256 px)
 _PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
@@ -49,6 +51,15 @@ _PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMW
 
 class ImageReadError(ValueError):
     """A source file that is not a readable photo; the message names the file and the reason."""
+
+
+class OutputError(OSError):
+    """The output folder cannot be written (permissions, full disk): fatal for the whole run, since every
+    later pair would fail the same way. The message names the path and the reason."""
+
+
+def _output_error(path: Path, error: OSError) -> str:
+    return f"{path}: cannot write ({error.strerror or error})"
 
 
 def read_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -96,11 +107,23 @@ def pair_seed(rel: str, k: int, per_image: int, seed: int) -> int:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and os.replace: readers never see half a file."""
+    """Write via a temporary file in the same folder and os.replace: readers never see half a file.
+    A failed write removes its temporary; one left by a killed run is removed by the next build."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{_TMP_SUFFIX}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Delete temporaries of an earlier run that was killed between writing and renaming."""
+    for path in out.rglob(f".*{_TMP_SUFFIX}"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
 
 
 def _png_bytes(image: np.ndarray) -> bytes:
@@ -125,12 +148,14 @@ class _Task:
     config: PipelineConfig
 
 
-def _run_task(task: _Task) -> tuple[str, list[dict[str, Any]], str | None]:
-    """Read, resize and degrade one source; write its pairs. Returns (rel, manifest records, error)."""
+def _run_task(task: _Task) -> tuple[str, list[dict[str, Any]], str | None, bool]:
+    """Read, resize and degrade one source; write its pairs.
+
+    Returns (rel, manifest records, error message or None, whether the error is an output error)."""
     try:
         clean = resize_short_side(read_rgb(Path(task.src_root) / task.rel, task.max_pixels), task.size)
     except ImageReadError as error:
-        return task.rel, [], str(error)
+        return task.rel, [], str(error), False
     if min(clean.shape[:2]) < MIN_SIZE:
         return (
             task.rel,
@@ -144,9 +169,11 @@ def _run_task(task: _Task) -> tuple[str, list[dict[str, Any]], str | None]:
         name = output_name(task.rel, k, task.per_image)
         seed = pair_seed(task.rel, k, task.per_image, task.seed)
         degraded, record = degrade(clean, seed, task.config)
-        # target first: a pair counts as present once its input exists
-        _write_atomic(out_root / "target" / name, target_bytes)
-        _write_atomic(out_root / "input" / name, _png_bytes(degraded))
+        for path, data in ((out_root / "target" / name, target_bytes), (out_root / "input" / name, None)):
+            try:
+                _write_atomic(path, data if data is not None else _png_bytes(degraded))
+            except OSError as error:
+                return task.rel, records, _output_error(path, error), True
         records.append(
             {
                 "input": f"input/{name}",
@@ -157,7 +184,7 @@ def _run_task(task: _Task) -> tuple[str, list[dict[str, Any]], str | None]:
                 "ops": record["ops"],
             }
         )
-    return task.rel, records, None
+    return task.rel, records, None, False
 
 
 def _init_worker() -> None:
@@ -234,7 +261,9 @@ def build_pairs(
     ``size``: short side in pixels (never upscaled; 0 keeps the original size). ``workers`` > 1 uses
     that many spawn-started processes; the output is byte-identical for any worker count.
     Callbacks: ``on_total(pairs to do)`` once, ``on_pairs(n)`` as pairs are done (written or failed),
-    ``on_problem(message, failed)`` per failed (True) or skipped non-image (False) file. The manifest ends sorted by input name, one line per pair.
+    ``on_problem(message, failed)`` per failed (True) or skipped non-image (False) file. The manifest
+    ends sorted by input name, one line per pair. Raises :class:`OutputError` when ``out`` cannot be
+    written; pairs finished before that stay valid (and recorded) for a resumed run.
     """
     src, out = Path(src), Path(out)
     if not src.is_dir():
@@ -284,29 +313,42 @@ def build_pairs(
         on_total(sum(len(task.ks) for task in tasks))
 
     pairs_of = {task.rel: len(task.ks) for task in tasks}
-    out.mkdir(parents=True, exist_ok=True)
-    with manifest_path.open("a", encoding="utf-8") as manifest:
-        for rel, new_records, error in _run_all(tasks, workers):
-            if error:
-                summary.failed.append(error)
-                if on_problem:
-                    on_problem(error, True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(out)
+        manifest = manifest_path.open("a", encoding="utf-8")
+    except OSError as error:
+        raise OutputError(_output_error(out, error)) from error
+    try:
+        with manifest:
+            for rel, new_records, error, fatal in _run_all(tasks, workers):
+                for record in new_records:  # appended as we go: a killed run keeps its work
+                    records[record["input"]] = record
+                    manifest.write(_manifest_line(record))
+                manifest.flush()
+                summary.written += len(new_records)
+                if fatal:
+                    raise OutputError(error)
+                if error:
+                    summary.failed.append(error)
+                    if on_problem:
+                        on_problem(error, True)
                 if on_pairs:
                     on_pairs(pairs_of[rel])
-                continue
-            for record in new_records:
-                records[record["input"]] = record
-                manifest.write(_manifest_line(record))  # appended as we go: a killed run keeps its work
-            manifest.flush()
-            summary.written += len(new_records)
-            if on_pairs:
-                on_pairs(len(new_records))
-    # final form: sorted and deduplicated, so the manifest is the same bytes whatever the order of work
-    _write_atomic(manifest_path, "".join(_manifest_line(records[k]) for k in sorted(records)).encode("utf-8"))
+        # final form: sorted and deduplicated, so the manifest is the same bytes whatever the order of work
+        _write_atomic(
+            manifest_path, "".join(_manifest_line(records[k]) for k in sorted(records)).encode("utf-8")
+        )
+    except OutputError:
+        raise
+    except OSError as error:
+        raise OutputError(_output_error(manifest_path, error)) from error
     return summary
 
 
-def _run_all(tasks: Sequence[_Task], workers: int) -> Iterable[tuple[str, list[dict[str, Any]], str | None]]:
+def _run_all(
+    tasks: Sequence[_Task], workers: int
+) -> Iterable[tuple[str, list[dict[str, Any]], str | None, bool]]:
     """Results of all tasks, in completion order: in this process for one worker, else a process pool."""
     if workers <= 1 or len(tasks) <= 1:
         for task in tasks:
@@ -318,8 +360,12 @@ def _run_all(tasks: Sequence[_Task], workers: int) -> Iterable[tuple[str, list[d
         max_workers=min(workers, len(tasks)), mp_context=context, initializer=_init_worker
     ) as pool:
         futures = [pool.submit(_run_task, task) for task in tasks]
-        for future in concurrent.futures.as_completed(futures):
-            yield future.result()
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                yield future.result()
+        finally:  # on a fatal error, do not wait for the queued work
+            for future in futures:
+                future.cancel()
 
 
 # --- contact sheet -------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from degradations.builder import (
     DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
     ImageReadError,
+    OutputError,
     build_pairs,
     contact_sheet,
     read_rgb,
@@ -137,24 +138,29 @@ def degrade(
         transient=False,
     ) as progress:
         bar = progress.add_task("pairs", total=None)
-        summary = build_pairs(
-            src,
-            out,
-            per_image=per_image,
-            seed=seed,
-            size=size,
-            workers=workers,
-            config=pipeline_config,
-            max_pixels=max_pixels,
-            on_total=lambda total: progress.update(bar, total=total),
-            on_pairs=lambda n: progress.advance(bar, n),
-            on_problem=lambda message, failed: progress.console.print(
-                f"{'failed' if failed else 'skipped'}: {message}",
-                highlight=False,
-                markup=False,
-                soft_wrap=True,
-            ),
-        )
+        try:
+            summary = build_pairs(
+                src,
+                out,
+                per_image=per_image,
+                seed=seed,
+                size=size,
+                workers=workers,
+                config=pipeline_config,
+                max_pixels=max_pixels,
+                on_total=lambda total: progress.update(bar, total=total),
+                on_pairs=lambda n: progress.advance(bar, n),
+                on_problem=lambda message, failed: progress.console.print(
+                    f"{'failed' if failed else 'skipped'}: {message}",
+                    highlight=False,
+                    markup=False,
+                    soft_wrap=True,
+                ),
+            )
+        except OutputError as error:
+            progress.stop()
+            console.print(f"error: {error}", highlight=False, markup=False, soft_wrap=True)
+            raise typer.Exit(code=1) from error
     elapsed = time.perf_counter() - start
 
     table = Table(title=f"degrade {src} -> {out}", show_header=False)

@@ -162,3 +162,23 @@ def test_console_script_runs(src, tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert len(_manifest(out)) == 3
+
+
+def test_unwritable_output_is_one_error_line(src, tmp_path):
+    out = tmp_path / "taken"
+    out.write_text("a file where the output folder should go")  # fails even for root, unlike chmod
+    result = _invoke(src, out)
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(out) in errors[0] and "cannot write" in errors[0], result.output
+    assert "Traceback" not in result.output
+
+
+def test_temporaries_of_a_killed_run_are_removed(src, tmp_path):
+    out = tmp_path / "out"
+    stale = out / "input" / ".a.png.4242.degrade-tmp"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half a png")
+    _invoke(src, out)
+    assert not stale.exists()
+    assert not [p for p in out.rglob(".*") if p.is_file()]
