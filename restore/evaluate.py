@@ -147,6 +147,11 @@ def degrade_category(image: np.ndarray, category: str | Category, seed: int) -> 
     return pipeline(image=np.ascontiguousarray(image))["image"]
 
 
+def recipe(category: str) -> list[dict[str, Any]]:
+    """A category's transforms with every parameter, as albumentations serialises them (for metrics.json)."""
+    return A.to_dict(A.Compose(CATEGORIES[category].build()))["transform"]["transforms"]
+
+
 def resolve_categories(names: Iterable[str] | None) -> list[str]:
     if names is None:
         return list(CATEGORIES)
@@ -374,6 +379,7 @@ def evaluate(data_dir: str | Path, weights_list: Sequence[str | Path] = (), seed
             "data_dir": str(root), "photos": len(photos), "seed": seed, "max_side": max_side,
             "render_factor": render_factor, "device": device,
             "categories": {name: CATEGORIES[name].description for name in names},
+            "recipes": {name: recipe(name) for name in names},
             "models": {label: str(path) for label, path in zip(models, weights_list)} if weights_list else
                       {label: None for label in models},
             "methods": methods,
@@ -632,8 +638,13 @@ def load_metrics(path: str | Path) -> dict[str, Any]:
 def comparability(old_json: str | Path, new_json: str | Path) -> list[str]:
     """Why two runs' means may not be comparable: different photos, seed or size (empty when they match)."""
     old, new = load_metrics(old_json)["meta"], load_metrics(new_json)["meta"]
-    return [f"{key} differs: {old.get(key)!r} -> {new.get(key)!r}"
-            for key in ("data_dir", "photos", "seed", "max_side", "render_factor") if old.get(key) != new.get(key)]
+    reasons = [f"{key} differs: {old.get(key)!r} -> {new.get(key)!r}"
+               for key in ("data_dir", "photos", "seed", "max_side", "render_factor") if old.get(key) != new.get(key)]
+    old_recipes, new_recipes = old.get("recipes", {}), new.get("recipes", {})
+    changed = [name for name in old_recipes if name in new_recipes and old_recipes[name] != new_recipes[name]]
+    if changed:
+        reasons.append(f"degradation recipes differ for {', '.join(changed)}")
+    return reasons
 
 
 def compare(old_json: str | Path, new_json: str | Path) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from restore.eval_cli import app
 from restore.evaluate import (
     CATEGORIES,
     category_seed,
+    comparability,
     compare,
     contact_sheet,
     degrade_category,
@@ -254,6 +255,8 @@ def test_compare_reports_differences(report, tmp_path):
     changed = json.loads(old.read_text(encoding="utf-8"))
     changed["summary"]["bw"]["tiny"]["psnr"] += 1.5
     changed["summary"]["bw"]["tiny"]["delta_e"] += 2.0
+    changed["meta"]["seed"] = 99
+    changed["meta"]["recipes"]["bw_jpeg"][1]["quality_range"] = [90, 90]
     new = tmp_path / "new.json"
     new.write_text(json.dumps(changed), encoding="utf-8")
     rows = {(r["category"], r["method"], r["metric"]): r for r in compare(old, new)}
@@ -266,6 +269,9 @@ def test_compare_reports_differences(report, tmp_path):
     printed = runner.invoke(app, ["--compare", str(old), str(new)], terminal_width=200)
     assert printed.exit_code == 0, printed.output
     assert "+1.50" in printed.output and "better" in printed.output and "worse" in printed.output
+    assert comparability(old, new) == ["seed differs: 3 -> 99", "degradation recipes differ for bw_jpeg"]
+    assert "seed differs" in printed.output
+    assert comparability(old, old) == []
 
 
 def test_compare_refuses_a_file_that_is_not_metrics(tmp_path):
