@@ -133,6 +133,8 @@ CORPUS = [
     Case("truncated_png.png", truncated("PNG"), None, "truncated"),
     Case("letter.jpg", lambda: b"Dear Grandma,\nthese are the photos from the summer.\n" * 10, None, "not an image"),
     Case("bomb.png", png_bomb, None, "too large"),
+    # under PIL's own bomb limit: only our pixel limit (80 MP by default) stops it before decoding
+    Case("bomb_81mp.png", lambda: png_bomb(9000, 9000), None, "too large"),
     Case("cmyk.jpg", cmyk_red, (40, 30)),
     Case("sixteen_bit.png", png_16bit, (40, 30)),
     Case("palette_alpha.png", palette_with_transparency, (40, 30), alpha=True),
@@ -790,4 +792,26 @@ def test_degrade_killed_inside_a_write_resumes_clean(tmp_path):
     manifest = (out / "manifest.jsonl").read_text().splitlines()
     assert len(manifest) == 6
     assert _hidden_files(out) == [], "temporaries of the killed run must not survive the re-run"
+    assert hashes(src) == before
+
+
+def test_non_utf8_file_names(tmp_path, tiny_weights):
+    """Names from old archives are often Latin-1 bytes, not UTF-8: both tools must take them."""
+    from typer.testing import CliRunner
+
+    cli = pytest.importorskip("restore.cli", reason="restore/cli.py not written yet")
+    src = tmp_path / "scans"
+    src.mkdir()
+    good, bad = os.fsdecode(b"caf\xe9 1950.jpg"), os.fsdecode(b"lettre \xe0 maman.jpg")
+    (src / good).write_bytes(plain("JPEG", size=(40, 30))())
+    (src / bad).write_bytes(b"not a photo")
+    before = hashes(src)
+    result = CliRunner().invoke(cli.app, [str(src), "--out", str(tmp_path / "out"), "--weights", str(tiny_weights)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), repr(result.exception)
+    assert len([line for line in result.output.splitlines() if "lettre" in line]) == 1, result.output
+    assert _decode_fully(tmp_path / "out" / good).size == (40, 30)
+    result = CliRunner().invoke(_degrade_app(), [str(src), "--out", str(tmp_path / "pairs"), "--size", "0"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), repr(result.exception)
+    assert len([line for line in result.output.splitlines() if "lettre" in line]) == 1, result.output
+    assert _decode_fully(tmp_path / "pairs" / "target" / os.fsdecode(b"caf\xe9 1950.png")).size == (40, 30)
     assert hashes(src) == before

@@ -363,3 +363,23 @@ def test_input_type_detected_once_per_shot(tmp_path):
     assert restorer.forced == ["auto"] + ["bw"] * 6 + ["auto"] + ["color"] * 4
     assert stats["input_types"] == {"bw": 7, "color": 5} and stats["scene_cuts"] == 1
     assert restorer.input_type == "auto"          # the caller's object is left as it was
+
+
+
+def test_cli_folder_with_a_broken_video_goes_on(tmp_path, tiny_weights):
+    cli = pytest.importorskip("restore.cli", reason="restore/cli.py not written yet")
+    from typer.testing import CliRunner
+
+    films = tmp_path / "films"
+    films.mkdir()
+    make_video(films / "good.mp4", audio=None)
+    (films / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 200)   # a header, no movie
+    before = {p.name: sha256(p) for p in films.iterdir()}
+    result = CliRunner().invoke(cli.app, [str(films), "--out", str(tmp_path / "out"), "--weights",
+                                          str(tiny_weights)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), repr(result.exception)
+    lines = [line for line in result.output.splitlines() if "broken.mp4" in line]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    assert probe(tmp_path / "out" / "good.mp4")["frames"] == N_FRAMES
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.mp4"]
+    assert {p.name: sha256(p) for p in films.iterdir()} == before
