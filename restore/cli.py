@@ -94,9 +94,9 @@ def restore(
         case_sensitive=False, help="Where the network runs: auto (CUDA if available), cpu or cuda.")
     ] = Device.auto,
     compare: Annotated[bool, typer.Option(
-        help="Also write a before|after side-by-side NAME_compare.jpg.")] = False,
+        "--compare", help="Also write a before|after side-by-side NAME_compare.jpg.")] = False,
     overwrite: Annotated[bool, typer.Option(
-        help="Replace existing outputs (never the originals). Default: skip files already restored.")] = False,
+        "--overwrite", help="Replace existing outputs (never the originals). Default: skip files already restored.")] = False,
     workers: Annotated[int, typer.Option(
         min=1, max=32, help="Threads decoding and encoding around the single network thread.")
     ] = _default_workers(),
@@ -104,7 +104,7 @@ def restore(
         min=0.001, help="Refuse images larger than this (decompression-bomb guard).")
     ] = DEFAULT_MAX_PIXELS / 1e6,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")] = False,
-    debug: Annotated[bool, typer.Option(help="Show full tracebacks and debug logs.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks and debug logs.")] = False,
     version: Annotated[bool, typer.Option(
         "--version", help="Print the package version and the model's name/version, then exit.")] = False,
 ) -> None:
