@@ -242,10 +242,12 @@ def _transcode(source, src: Path, tmp: Path, container_format: str, restorer: Ar
                 audio_mode = "copied"
             else:
                 rate_hz = in_audio.codec_context.sample_rate or 48000
+                # a named layout: AVI/WAV often say only "1 channels", which the AAC encoder refuses
+                channels = in_audio.layout.nb_channels if in_audio.layout else 2
+                layout = {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1"}.get(channels, "stereo")
                 out_audio = output.add_stream("aac", rate=rate_hz)
-                resampler = av.AudioResampler(format="fltp", layout=in_audio.layout.name if in_audio.layout
-                                              else "stereo", rate=rate_hz)
-                out_audio.layout = in_audio.layout.name if in_audio.layout else "stereo"
+                out_audio.layout = layout
+                resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate_hz)
                 audio_mode = "transcoded to aac"
                 notes.append(f"audio codec {in_audio.codec_context.name} cannot go into "
                              f"{container_format}: transcoded to AAC")
@@ -297,30 +299,35 @@ def _transcode(source, src: Path, tmp: Path, container_format: str, restorer: Ar
                 emit(state["last"], packet.pts)
 
         streams = [in_video] + ([in_audio] if in_audio is not None else [])
-        try:
-            for packet in source.demux(*streams):
-                if packet.stream.type == "video":
-                    try:
-                        frames = packet.decode()
-                    except av.FFmpegError as error:
-                        lost_frame(packet, error)
+        packets = source.demux(*streams)
+        while True:
+            # only the demuxer's own errors mean "the file ends here"; encoder errors must not be taken for that
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except av.FFmpegError as error:
+                if state["frames"] == 0:
+                    raise VideoError(f"{src}: cannot decode any video frame ({_reason(error)})") from None
+                notes.append(f"stream ended early after {state['frames']} frames ({_reason(error)})")
+                log.warning("%s: %s", src, notes[-1])
+                break
+            if packet.stream.type == "video":
+                try:
+                    frames = packet.decode()
+                except av.FFmpegError as error:
+                    lost_frame(packet, error)
+                    continue
+                for frame in frames:
+                    restore_frame(frame)
+            elif out_audio is not None:
+                if resampler is None:
+                    if packet.dts is None:  # demuxer flush packet: nothing to copy
                         continue
-                    for frame in frames:
-                        restore_frame(frame)
-                elif out_audio is not None:
-                    if resampler is None:
-                        if packet.dts is None:  # demuxer flush packet: nothing to copy
-                            continue
-                        packet.stream = out_audio
-                        output.mux(packet)
-                    else:
-                        _transcode_audio(packet, resampler, out_audio, output)
-        except av.FFmpegError as error:
-            # the demuxer itself gave up (truncated file): keep what was decoded, say so
-            if state["frames"] == 0:
-                raise VideoError(f"{src}: cannot decode any video frame ({_reason(error)})") from None
-            notes.append(f"stream ended early after {state['frames']} frames ({_reason(error)})")
-            log.warning("%s: %s", src, notes[-1])
+                    packet.stream = out_audio
+                    output.mux(packet)
+                else:
+                    _transcode_audio(packet, resampler, out_audio, output)
         try:
             # demux() ends with a flush packet that drains the decoder; this drains it if demuxing stopped early
             for frame in in_video.codec_context.decode(None):

@@ -153,10 +153,16 @@ def test_no_audio_and_variable_frame_rate(tmp_path):
     assert out["times"] == pytest.approx(np.cumsum([0] + durations[:-1]) / 1000, abs=1e-3)
 
 
-def test_audio_that_mp4_cannot_hold_is_transcoded_to_aac(tmp_path):
-    src = make_video(tmp_path / "pcm.mov", audio="pcm_s16le")
-    stats = restore_video(src, tmp_path / "pcm_restored.mp4", StandIn())
-    out = probe(tmp_path / "pcm_restored.mp4")
+@pytest.mark.parametrize("name, video_codec, pix_fmt, audio", [
+    ("pcm.mov", "libx264", "yuv420p", "pcm_s16le"),
+    ("pcm.avi", "mjpeg", "yuvj420p", "pcm_s16le"),        # AVI names its layout only "1 channels"
+    ("opus.webm", "libvpx-vp9", "yuv420p", "libopus"),
+])
+def test_audio_that_mp4_cannot_hold_is_transcoded_to_aac(tmp_path, name, video_codec, pix_fmt, audio):
+    src = make_video(tmp_path / name, audio=audio, codec=video_codec, pix_fmt=pix_fmt)
+    stats = restore_video(src, tmp_path / "restored.mp4", StandIn())
+    out = probe(tmp_path / "restored.mp4")
+    assert stats["frames"] == out["frames"] == N_FRAMES
     assert stats["audio"] == "transcoded to aac" and any("AAC" in note for note in stats["notes"])
     assert out["audio_codec"] == "aac"
     assert out["audio_seconds"] == pytest.approx(N_FRAMES / FPS, abs=0.1)
