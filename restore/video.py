@@ -220,6 +220,11 @@ def _transcode(source, src: Path, tmp: Path, container_format: str, restorer: Ar
         width, height = in_video.codec_context.width, in_video.codec_context.height
         if not width or not height:
             raise VideoError(f"{src}: the video stream has no frame size")
+        turns = _quarter_turns(src)
+        if turns % 2:
+            width, height = height, width
+        if turns:
+            notes.append(f"display rotation {90 * turns} deg applied to the pixels (the model sees upright frames)")
         out_video = output.add_stream(codec_name, rate=rate)
         # sized before anything is muxed: the first (audio) packet opens every encoder
         out_video.width, out_video.height = _even(width), _even(height)
@@ -273,6 +278,8 @@ def _transcode(source, src: Path, tmp: Path, container_format: str, restorer: Ar
 
         def restore_frame(frame) -> None:
             rgb = frame.to_ndarray(format="rgb24")
+            if turns:
+                rgb = np.ascontiguousarray(np.rot90(rgb, turns))
             if (rgb.shape[1], rgb.shape[0]) != state["size"]:
                 # a mid-stream resolution change: keep the output size stable
                 rgb = cv2.resize(rgb, state["size"], interpolation=cv2.INTER_AREA)
@@ -365,6 +372,22 @@ def _transcode(source, src: Path, tmp: Path, container_format: str, restorer: Ar
         size=state["size"],
         notes=notes,
     )
+
+
+def _quarter_turns(src: Path) -> int:
+    """Counter-clockwise quarter turns that the file's display matrix asks for (phone videos), from its first
+    frame. Read before the output is set up, because the output's size depends on it."""
+    try:
+        with av.open(str(src)) as container:
+            for frame in container.decode(video=0):
+                degrees = frame.rotation or 0
+                if degrees % 90:
+                    log.warning("%s: display rotation %s deg is not a quarter turn; ignored", src, degrees)
+                    return 0
+                return int(degrees // 90) % 4
+    except av.FFmpegError:
+        pass  # the main pass reports decode problems
+    return 0
 
 
 def _transcode_audio(packet, resampler, out_audio, output) -> None:

@@ -36,7 +36,8 @@ def scene(i: int, width: int = 64, height: int = 48) -> np.ndarray:
 
 def make_video(path: Path, *, n: int = N_FRAMES, size: tuple[int, int] = (64, 48), audio: str | None = "aac",
                durations_ms: list[int] | None = None, codec: str = "libx264", pix_fmt: str = "yuv420p",
-               corrupt_index: int | None = None, frames: list[np.ndarray] | None = None) -> Path:
+               corrupt_index: int | None = None, frames: list[np.ndarray] | None = None,
+               rotation: int = 0) -> Path:
     """Write a test clip. `durations_ms` makes it variable-frame-rate; `corrupt_index` replaces that frame's
     packet with junk (an intra-only codec is needed for that to hit exactly one frame)."""
     width, height = size
@@ -45,6 +46,8 @@ def make_video(path: Path, *, n: int = N_FRAMES, size: tuple[int, int] = (64, 48
     video.width, video.height, video.pix_fmt = width, height, pix_fmt
     time_base = Fraction(1, 1000)
     video.codec_context.time_base = time_base
+    if rotation:
+        video.set_display_rotation(rotation)
     out_audio = None
     if audio:
         out_audio = container.add_stream(audio, rate=SAMPLE_RATE)
@@ -389,3 +392,22 @@ def test_cli_folder_with_a_broken_video_goes_on(tmp_path, tiny_weights):
     assert probe(tmp_path / "out" / "good.mp4")["frames"] == N_FRAMES
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.mp4"]
     assert {p.name: sha256(p) for p in films.iterdir()} == before
+
+
+
+def test_phone_video_rotation_is_applied_to_the_pixels(tmp_path):
+    marked = [scene(i) for i in range(N_FRAMES)]
+    for image in marked:
+        image[:8, :8] = (255, 255, 255)            # stored top-left corner
+    src = make_video(tmp_path / "portrait.mp4", audio=None, frames=marked, rotation=90)
+    with av.open(str(src)) as container:           # the file says: show it turned 90 deg counter-clockwise
+        assert next(container.decode(video=0)).rotation == 90
+    restorer = StandIn()
+    stats = restore_video(src, tmp_path / "upright.mp4", restorer)
+    out = probe(tmp_path / "upright.mp4")
+    assert restorer.seen[0].shape == (64, 48, 3)   # the model sees the upright picture
+    assert out["size"] == (48, 64) and stats["size"] == (48, 64)
+    first = out["images"][0].astype(int)
+    assert first[-8:, :8].mean() > 200 and first[:8, :8].mean() < 200   # top-left went to bottom-left
+    with av.open(str(tmp_path / "upright.mp4")) as container:
+        assert not next(container.decode(video=0)).rotation            # not rotated a second time
