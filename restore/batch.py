@@ -180,7 +180,14 @@ def side_by_side(before: np.ndarray, after: np.ndarray, gap: int = 8) -> np.ndar
     return np.concatenate([before, spacer, after], axis=1)
 
 
-def _write_outputs(job: Job, loaded: LoadedImage, restored: np.ndarray) -> None:
+def _timed_read(path: Path, max_pixels: int) -> tuple[LoadedImage, float]:
+    tick = time.perf_counter()
+    return read_image(path, max_pixels), time.perf_counter() - tick
+
+
+def _write_outputs(job: Job, loaded: LoadedImage, restored: np.ndarray) -> float:
+    """Write the restored photo (and side-by-side); returns the seconds spent."""
+    tick = time.perf_counter()
     for target in (job.output if job.write_output else None, job.compare):
         if target is not None:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -190,6 +197,7 @@ def _write_outputs(job: Job, loaded: LoadedImage, restored: np.ndarray) -> None:
         write_image(job.output, restored, alpha, like=loaded)
     if job.compare is not None:
         write_image(job.compare, side_by_side(loaded.rgb, restored))
+    return time.perf_counter() - tick
 
 
 def describe_error(source: Path, error: BaseException) -> str:
@@ -257,10 +265,11 @@ class BatchRunner:
 
         def finish_write(job: Job, started: float, info: dict, future: Future) -> None:
             try:
-                future.result()
+                write_seconds = future.result()
+                # The photo's own work (decode + restore + encode), not the time it queued behind others.
+                seconds = info.get("read_seconds", 0.0) + info.get("seconds", 0.0) + write_seconds
                 result = FileResult(job.source, "restored", job.output if job.write_output else job.compare,
-                                    input_type=info.get("input_type"), seconds=time.perf_counter() - started,
-                                    info=info)
+                                    input_type=info.get("input_type"), seconds=seconds, info=info)
             except Exception as error:  # noqa: BLE001 - one bad file must not stop the batch
                 result = self._fail(job, error, started)
             results.append(result)
@@ -275,28 +284,24 @@ class BatchRunner:
                     job = next(queue, None)
                     if job is None:
                         return
-                    reads.append((job, time.perf_counter(), readers.submit(read_image, job.source,
+                    reads.append((job, time.perf_counter(), readers.submit(_timed_read, job.source,
                                                                            self.max_pixels)))
 
-            model_ready = 0.0
             read_ahead()
             while reads:
                 job, started, future = reads.popleft()
                 read_ahead()
                 try:
-                    loaded = future.result()
+                    loaded, read_seconds = future.result()
                 except (ImageReadError, OSError, MemoryError) as error:
                     result = self._fail(job, error, started)
                     results.append(result)
                     self.on_result(result)
                     continue
-                if self._restorer is None:
-                    _ = self.restorer  # outside the try: a weights error ends the batch, it is not per file
-                    model_ready = time.perf_counter()
-                started = max(started, model_ready)  # model loading is no photo's time
-                restorer = self.restorer
+                restorer = self.restorer  # outside the try: a weights error ends the batch, it is not per file
                 try:
                     restored, info = restorer.restore_array(loaded.rgb)
+                    info["read_seconds"] = read_seconds
                 except Exception as error:  # noqa: BLE001 - one bad file must not stop the batch
                     result = self._fail(job, error, started)
                     results.append(result)
