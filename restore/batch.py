@@ -21,8 +21,17 @@ from typing import Any
 import cv2
 import numpy as np
 
-from restore.imageio import (DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageReadError, LoadedImage, format_for,
-                             is_temporary, output_suffix, read_image, write_image)
+from restore.imageio import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_SUFFIXES,
+    ImageReadError,
+    LoadedImage,
+    format_for,
+    is_temporary,
+    output_suffix,
+    read_image,
+    write_image,
+)
 
 log = logging.getLogger(__name__)
 

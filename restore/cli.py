@@ -13,8 +13,15 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from restore.imageio import DEFAULT_MAX_PIXELS
@@ -127,7 +134,7 @@ def restore(
     except KeyboardInterrupt:
         typer.echo("interrupted: finished outputs are complete; run the same command again to resume", err=True)
         raise typer.Exit(130) from None
-    except Exception as error:  # noqa: BLE001 - one line for the user; --debug shows the traceback
+    except Exception as error:  # one line for the user; --debug shows the traceback
         if debug:
             raise
         typer.echo(f"error: {_one_line(error)}", err=True)

@@ -10,8 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from restore.imageio import (ImageReadError, ImageWriteError, is_temporary, output_suffix, read_image,
-                             write_image)
+from restore.imageio import (
+    ImageReadError,
+    ImageWriteError,
+    is_temporary,
+    output_suffix,
+    read_image,
+    write_image,
+)
 
 
 def _gradient(width: int = 40, height: int = 30) -> np.ndarray:
@@ -40,7 +46,7 @@ MODES = [
      True, lambda rgb: np.array_equal(rgb, _gradient())),
     ("gray+alpha", lambda: Image.merge("LA", (Image.new("L", (40, 30), 90), Image.new("L", (40, 30), 10))),
      ".png", True, lambda rgb: np.all(rgb == 90)),
-    ("16-bit", lambda: Image.fromarray((_gradient()[..., 0].astype(np.uint16) * 257)), ".png", False,
+    ("16-bit", lambda: Image.fromarray(_gradient()[..., 0].astype(np.uint16) * 257), ".png", False,
      lambda rgb: np.abs(rgb[..., 0].astype(int) - _gradient()[..., 0]).max() <= 1),
     ("cmyk", lambda: Image.new("CMYK", (40, 30), (0, 255, 255, 0)), ".jpg", False,
      lambda rgb: rgb[..., 0].mean() > 200 and rgb[..., 1].mean() < 60),

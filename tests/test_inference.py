@@ -13,8 +13,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from restore.inference import (Restorer, chroma_spread, fit_tone_curve, remove_impulses, render_shape,
-                               transfer)
+from restore.inference import Restorer, chroma_spread, fit_tone_curve, remove_impulses, render_shape, transfer
 from restore.weights import WeightsError
 
 HEIGHT, WIDTH = 400, 600
