@@ -577,36 +577,79 @@ def test_cli_refuses_a_malicious_weights_file(tmp_path):
     assert len(lines) == 1 and "refused" in lines[0], result.output
     assert not marker.exists()
     assert not (tmp_path / "photo_restored.png").exists()
+    # --debug is what brings the traceback back: the same error, raised instead of summarised
+    debug = CliRunner().invoke(cli.app, [str(photo), "--weights", str(evil), "--debug"])
+    assert type(debug.exception).__name__ == "WeightsError" and not marker.exists()
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Crash safety: SIGKILL a folder batch at random moments, resume, check the result is complete and clean.
 
-# Runs a console-script module with os.replace/os.rename patched to SIGKILL the process on their Nth call:
-# the process dies after a temporary output is fully written and before it is renamed, the worst moment.
-_KILL_ON_RENAME = """
+# A "zygote": one subprocess imports the command's modules once (torch and fastai take seconds), then forks a
+# fresh child per run, which we SIGKILL. The zygote itself never runs a tensor operation, so forking it is
+# safe. A run may also be told to SIGKILL itself on the Nth os.replace/os.rename: after a temporary output is
+# fully written and before it is renamed, the worst moment.
+_ZYGOTE = """
 import importlib, os, signal, sys
-kill_at, module = int(sys.argv[1]), sys.argv[2]
-sys.argv = [module] + sys.argv[3:]
-calls = [0]
+module, preload, args = sys.argv[1], sys.argv[2].split(","), sys.argv[3:]
+for name in preload:
+    importlib.import_module(name)
+command = importlib.import_module(module)
+print("ready", flush=True)
+for line in sys.stdin:
+    kill_at = int(line)
+    pid = os.fork()
+    if pid == 0:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        calls = [0]
 
-def dying(real):
-    def rename(*args, **kwargs):
-        calls[0] += 1
-        if calls[0] == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return real(*args, **kwargs)
-    return rename
+        def dying(real):
+            def rename(*a, **k):
+                calls[0] += 1
+                if calls[0] == kill_at:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return real(*a, **k)
+            return rename
 
-os.replace, os.rename = dying(os.replace), dying(os.rename)
-importlib.import_module(module).main()
+        os.replace, os.rename = dying(os.replace), dying(os.rename)
+        sys.argv = [module] + args
+        try:
+            command.main()
+        except SystemExit as exit:
+            os._exit(exit.code if isinstance(exit.code, int) else 1)
+        os._exit(0)
+    print(pid, flush=True)
+    print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
 """
 
 
-def run_killed_on_rename(kill_at: int, module: str, args: list) -> int:
-    process = subprocess.run([sys.executable, "-c", _KILL_ON_RENAME, str(kill_at), module, *map(str, args)],
-                             capture_output=True, timeout=120, env=_env())
-    return process.returncode
+class Zygote:
+    def __init__(self, module: str, preload: list[str], args: list):
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _ZYGOTE, module, ",".join(preload), *map(str, args)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env())
+        assert self.process.stdout.readline().strip() == "ready"
+
+    def start(self, kill_at_rename: int = 0) -> int:
+        """Fork a run; returns its pid."""
+        self.process.stdin.write(f"{kill_at_rename}\n")
+        self.process.stdin.flush()
+        return int(self.process.stdout.readline())
+
+    def wait(self) -> int:
+        """Exit code of the last run (negative signal number when killed)."""
+        return int(self.process.stdout.readline())
+
+    def run(self, kill_at_rename: int = 0) -> int:
+        self.start(kill_at_rename)
+        return self.wait()
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+        self.process.stdout.close()
 
 
 def _hidden_files(folder: Path) -> list[str]:
@@ -626,30 +669,31 @@ def test_killed_batch_resumes_to_a_complete_clean_output(tmp_path, tiny_weights)
         image.save(src / name, quality=90) if name.endswith(".jpg") else image.save(src / name)
         names.append(name)
     before = hashes(src)
-    args = [src, "--out", out, "--weights", tiny_weights, "--workers", "2", "-q"]
-    command = [sys.executable, "-m", "restore", *map(str, args)]
-
-    # 1: killed between writing a temporary and renaming it (at a seeded output number)
-    assert run_killed_on_rename(rng.randint(2, 8), "restore.cli", args) == -signal.SIGKILL
-    assert _hidden_files(out), "the kill should have left a temporary file behind"
-    # 2, 3: killed at random moments while it writes outputs
-    kills = 0
-    for _ in range(2):
-        done_before = len(_outputs(out))
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
-        deadline = time.monotonic() + 60
-        while process.poll() is None and time.monotonic() < deadline:
-            if len(_outputs(out)) > done_before:
-                time.sleep(rng.uniform(0.0, 0.3))
-                break
-            time.sleep(0.01)
-        if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-            kills += 1
-        process.wait(timeout=30)
-    assert kills >= 1, "the batch finished before it could be killed: make it longer"
-    final = subprocess.run(command, capture_output=True, text=True, timeout=120, env=_env())
-    assert final.returncode == 0, final.stdout + final.stderr
+    zygote = Zygote("restore.cli", ["restore.batch", "restore.inference", "restore.video"],
+                    [src, "--out", out, "--weights", tiny_weights, "--workers", "2", "-q"])
+    try:
+        # 1: killed between writing a temporary and renaming it, at a seeded output number
+        assert zygote.run(kill_at_rename=rng.randint(2, 8)) == -signal.SIGKILL
+        assert _hidden_files(out), "the kill should have left a temporary file behind"
+        # 2-4: killed at seeded random moments while it writes outputs
+        kills = 0
+        for _ in range(3):
+            done_before = len(_outputs(out))
+            pid = zygote.start()
+            deadline = time.monotonic() + 60
+            while len(_outputs(out)) <= done_before and time.monotonic() < deadline:
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0.0, 0.2))
+            try:
+                os.kill(pid, signal.SIGKILL)     # our own child's child, by its pid
+                kills += 1
+            except ProcessLookupError:
+                pass                             # it had already finished
+            zygote.wait()
+        assert kills >= 2, "the batch finished before it could be killed: make it longer"
+        assert zygote.run() == 0
+    finally:
+        zygote.close()
     written = _outputs(out)
     assert sorted(written) == sorted(names), "every output exactly once, nothing else (no temporaries)"
     for name, path in written.items():
@@ -776,21 +820,21 @@ def _fill_disk_after(monkeypatch, folder: Path, budget: int) -> None:
 def test_degrade_killed_inside_a_write_resumes_clean(tmp_path):
     _degrade_app()
     src, out = tmp_path / "scans", tmp_path / "pairs"
+    src.mkdir()
     for i in range(6):
-        Image.fromarray(_noise(48, 40, seed=i)).save(src / f"p{i}.png") if src.exists() else (
-            src.mkdir(), Image.fromarray(_noise(48, 40, seed=i)).save(src / f"p{i}.png"))
+        Image.fromarray(_noise(48, 40, seed=i)).save(src / f"p{i}.png")
     before = hashes(src)
-    args = [src, "--out", out, "--size", "0"]
-    assert run_killed_on_rename(3, "degradations.cli", args) == -signal.SIGKILL
-    assert _hidden_files(out), "the kill should have left a temporary file behind"
-    final = subprocess.run([sys.executable, "-c", "from degradations.cli import main; main()", *map(str, args)],
-                           capture_output=True, text=True, timeout=120, env=_env())
-    assert final.returncode == 0, final.stderr
+    zygote = Zygote("degradations.cli", ["degradations.builder"], [src, "--out", out, "--size", "0"])
+    try:
+        assert zygote.run(kill_at_rename=3) == -signal.SIGKILL
+        assert _hidden_files(out), "the kill should have left a temporary file behind"
+        assert zygote.run() == 0
+    finally:
+        zygote.close()
     for i in range(6):
         for side in ("input", "target"):
             assert _decode_fully(out / side / f"p{i}.png").size == (48, 40)
-    manifest = (out / "manifest.jsonl").read_text().splitlines()
-    assert len(manifest) == 6
+    assert len((out / "manifest.jsonl").read_text().splitlines()) == 6
     assert _hidden_files(out) == [], "temporaries of the killed run must not survive the re-run"
     assert hashes(src) == before
 
