@@ -107,7 +107,8 @@ def main_command(
     render_factor: Annotated[int | None, typer.Option(
         "--render-factor", min=1, help="Restorer render size in 16 px units (default: the CLI's).",
         show_default=False)] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "cpu",
+    device: Annotated[str, typer.Option("--device", help="Where the network runs: auto (CUDA if available), cpu "
+                                        "or cuda; as the restore command.")] = "auto",
     workers: Annotated[int, typer.Option("--workers", min=1, help="Threads for degradation, the classical "
                                          "pipeline and metrics (the network runs beside them).")] = 2,
     compare_paths: Annotated[tuple[Path, Path] | None, typer.Option(

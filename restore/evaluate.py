@@ -206,7 +206,7 @@ def model_labels(weights: Sequence[str | Path]) -> list[str]:
     return labels
 
 
-def load_restorers(weights: Sequence[str | Path], device: str = "cpu", render_factor: int | None = None) -> dict:
+def load_restorers(weights: Sequence[str | Path], device: str = "auto", render_factor: int | None = None) -> dict:
     """label -> Restorer for each weights file (the CLI's inference path)."""
     from restore.inference import Restorer  # torch and the network stack load only when models are used
 
@@ -298,7 +298,7 @@ def _mean(values: Iterable[float]) -> float:
 def evaluate(data_dir: str | Path, weights_list: Sequence[str | Path] = (), seed: int = 0,
              out_dir: str | Path = "eval_report", limit: int | None = None,
              categories: Iterable[str] | None = None, max_side: int | None = DEFAULT_MAX_SIDE,
-             device: str = "cpu", render_factor: int | None = None, workers: int = 2,
+             device: str = "auto", render_factor: int | None = None, workers: int = 2,
              sheet_photos: int = SHEET_PHOTOS, restorers: dict | None = None,
              progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
     """Degrade, restore and score every photo of `data_dir` in every category; write the report.
@@ -377,7 +377,9 @@ def evaluate(data_dir: str | Path, weights_list: Sequence[str | Path] = (), seed
     result = {
         "meta": {
             "data_dir": str(root), "photos": len(photos), "seed": seed, "max_side": max_side,
-            "render_factor": render_factor, "device": device,
+            "render_factor": sorted({getattr(r, "render_factor", render_factor) for r in restorers.values()}
+                                    - {None}),
+            "device": sorted({str(getattr(r, "device", device)) for r in restorers.values()} or [device]),
             "categories": {name: CATEGORIES[name].description for name in names},
             "recipes": {name: recipe(name) for name in names},
             "models": {label: str(path) for label, path in zip(models, weights_list)} if weights_list else
@@ -559,7 +561,7 @@ def render_report(result: dict[str, Any]) -> str:
 
 def evaluate_no_reference(data_dir: str | Path, weights_list: Sequence[str | Path] = (),
                           out_dir: str | Path = "eval_report", limit: int | None = None,
-                          max_side: int | None = DEFAULT_MAX_SIDE, device: str = "cpu",
+                          max_side: int | None = DEFAULT_MAX_SIDE, device: str = "auto",
                           render_factor: int | None = None, restorers: dict | None = None,
                           rows_per_sheet: int = NO_REFERENCE_SHEET_ROWS,
                           progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
