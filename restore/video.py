@@ -259,8 +259,8 @@ def _transcode(source, src: Path, tmp: Path, container_format: str, restorer: Ar
                 log.warning("%s: %s", src, notes[-1])
 
         smoother = ChromaSmoother(flicker)
-        state: dict[str, Any] = dict(frames=0, corrupt=0, last=None, last_pts=None, size=(width, height),
-                                     types=Counter())
+        state: dict[str, Any] = {"frames": 0, "corrupt": 0, "last": None, "last_pts": None,
+                                 "size": (width, height), "types": Counter()}
 
         def emit(rgb_out: np.ndarray, pts: int | None) -> None:
             if pts is None or (state["last_pts"] is not None and pts <= state["last_pts"]):
@@ -358,20 +358,20 @@ def _transcode(source, src: Path, tmp: Path, container_format: str, restorer: Ar
         output.close()
 
     types: Counter = state["types"]
-    return dict(
-        frames=state["frames"],
-        fps=float(rate),
-        average_rate=str(rate),
-        had_audio=in_audio is not None,
-        audio=audio_mode,
-        video_codec=codec_name,
-        input_type=types.most_common(1)[0][0] if types else "unknown",
-        input_types=dict(types),
-        corrupt_frames=state["corrupt"],
-        scene_cuts=smoother.cuts,
-        size=state["size"],
-        notes=notes,
-    )
+    return {
+        "frames": state["frames"],
+        "fps": float(rate),
+        "average_rate": str(rate),
+        "had_audio": in_audio is not None,
+        "audio": audio_mode,
+        "video_codec": codec_name,
+        "input_type": types.most_common(1)[0][0] if types else "unknown",
+        "input_types": dict(types),
+        "corrupt_frames": state["corrupt"],
+        "scene_cuts": smoother.cuts,
+        "size": state["size"],
+        "notes": notes,
+    }
 
 
 def _quarter_turns(src: Path) -> int:

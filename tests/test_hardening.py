@@ -14,7 +14,6 @@ import io
 import os
 import pickle
 import random
-import shutil
 import signal
 import struct
 import subprocess
@@ -404,11 +403,6 @@ def _env(**extra) -> dict:
     return env
 
 
-def run_restore(args: list, timeout: float = 120, **popen) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "restore", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=popen.pop("env", _env()), **popen)
-
-
 def _outputs(folder: Path) -> dict[str, Path]:
     return {str(p.relative_to(folder)): p for p in sorted(folder.rglob("*")) if p.is_file()}
 
@@ -438,7 +432,7 @@ def test_cli_batch_on_the_corpus(corpus, tmp_path, tiny_weights):
     cli = pytest.importorskip("restore.cli", reason="restore/cli.py not written yet")
     from typer.testing import CliRunner
 
-    folder, cases = corpus
+    folder, _ = corpus
     before = hashes(folder)
     out = tmp_path / "restored"
     result = CliRunner().invoke(cli.app, [str(folder), "--out", str(out), "--weights", str(tiny_weights),
@@ -459,6 +453,7 @@ def test_cli_batch_on_the_corpus(corpus, tmp_path, tiny_weights):
         assert path is not None, (case.name, sorted(written), result.output)
         image = _decode_fully(path)
         assert image.size == case.size, case.name
+        assert image.getexif().get(0x0112, 1) == 1, case.name     # upright pixels, so no rotation tag
         assert ("A" in image.getbands()) == case.alpha, (case.name, image.mode)
     assert written == {}, f"unexpected files in the output: {sorted(written)}"
     assert hashes(folder) == before                            # originals untouched, byte for byte
@@ -715,7 +710,7 @@ def test_degrade_on_the_corpus(corpus, tmp_path):
     from typer.testing import CliRunner
 
     app = _degrade_app()
-    folder, cases = corpus
+    folder, _ = corpus
     before = hashes(folder)
     out = tmp_path / "pairs"
     result = CliRunner().invoke(app, [str(folder), "--out", str(out), "--size", "0"])

@@ -90,16 +90,16 @@ def probe(path: Path) -> dict:
         video = container.streams.video[0]
         frames = list(container.decode(video=0))
         audio = container.streams.audio[0] if container.streams.audio else None
-        return dict(
-            frames=len(frames),
-            times=[float(f.pts * f.time_base) for f in frames],
-            images=[f.to_ndarray(format="rgb24") for f in frames],
-            size=(video.codec_context.width, video.codec_context.height),
-            codec=video.codec_context.name,
-            audio_codec=audio.codec_context.name if audio else None,
-            audio_seconds=float(audio.duration * audio.time_base) if audio and audio.duration else None,
-            rate=video.average_rate,
-        )
+        return {
+            "frames": len(frames),
+            "times": [float(f.pts * f.time_base) for f in frames],
+            "images": [f.to_ndarray(format="rgb24") for f in frames],
+            "size": (video.codec_context.width, video.codec_context.height),
+            "codec": video.codec_context.name,
+            "audio_codec": audio.codec_context.name if audio else None,
+            "audio_seconds": float(audio.duration * audio.time_base) if audio and audio.duration else None,
+            "rate": video.average_rate,
+        }
 
 
 class StandIn:
