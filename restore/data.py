@@ -243,7 +243,7 @@ def make_datasets(data_dir: str | Path, options: DataOptions, size: int | None =
         keys = [target.relative_to(data_dir / "target").as_posix() for _, target in pairs]
         train_idx, valid_idx = split_items(keys, options.valid_fraction, options.seed)
         valid_idx = valid_idx[: options.max_valid]
-        common = dict(size=size, max_zoom=options.max_zoom, flip=options.flip, target_space=target_space)
+        common = {"size": size, "max_zoom": options.max_zoom, "flip": options.flip, "target_space": target_space}
         return (PairedFolder([pairs[i] for i in train_idx], train=True, **common),
                 PairedFolder([pairs[i] for i in valid_idx], train=False, **common))
     files = list_images(data_dir)
@@ -252,8 +252,8 @@ def make_datasets(data_dir: str | Path, options: DataOptions, size: int | None =
     keys = [f.relative_to(data_dir).as_posix() for f in files]
     train_idx, valid_idx = split_items(keys, options.valid_fraction, options.seed)
     valid_idx = valid_idx[: options.max_valid]
-    common = dict(size=size, max_zoom=options.max_zoom, flip=options.flip, seed=options.seed,
-                  degrade_config=degrade_config, target_space=target_space)
+    common = {"size": size, "max_zoom": options.max_zoom, "flip": options.flip, "seed": options.seed,
+                  "degrade_config": degrade_config, "target_space": target_space}
     train = OnTheFlyPairs([files[i] for i in train_idx], [keys[i] for i in train_idx], train=True,
                           length=options.epoch_size, **common)
     valid = OnTheFlyPairs([files[i] for i in valid_idx], [keys[i] for i in valid_idx], train=False, **common)

@@ -16,13 +16,16 @@ import json
 import logging
 import math
 import os
+import pickle
 import platform
 import time
+import zipfile
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,6 +67,8 @@ from restore.weights import WeightsError, load_generator, save_weights
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
+# What torch.load(weights_only=True) raises for a missing, truncated, foreign or code-carrying file.
+_LOAD_ERRORS = (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile)
 
 
 # ----------------------------------------------------------------------------------------------- configs
@@ -81,7 +86,7 @@ class PixelLossOptions:
 
 @dataclass(frozen=True)
 class GeneratorConfig(DataOptions, PixelLossOptions):
-    spec: GeneratorSpec = GeneratorSpec()  # U-Net generator ([spec] table in TOML); output_space="lab" supported
+    spec: GeneratorSpec = GeneratorSpec()  # noqa: RUF009 (frozen) the U-Net: [spec] table in TOML
     encoder_weights: str = ""            # local ResNet state dict; "" = random encoder: no frozen phase, which
                                          # only makes sense with a pretrained encoder, so training is unfrozen
     freeze_epochs: int = 1               # epochs with the encoder frozen (only with encoder_weights)
@@ -98,7 +103,7 @@ class GeneratorConfig(DataOptions, PixelLossOptions):
 @dataclass(frozen=True)
 class CriticConfig(DataOptions):
     generator_checkpoint: str = ""       # generator stage checkpoint (.pth) or exported .safetensors (required)
-    critic: CriticSpec = CriticSpec()    # fastai gan_critic or PatchGAN ([critic] table in TOML)
+    critic: CriticSpec = CriticSpec()  # noqa: RUF009 (frozen) gan_critic or PatchGAN: [critic] in TOML
     n_samples: int = 0                   # generated training images (0: one per training item)
     epochs: int = 2                      # epochs over the generated/real images
     max_steps: int = 0                   # stop after this many optimizer steps (0: no cap)
@@ -112,8 +117,8 @@ class CriticConfig(DataOptions):
 class GanConfig(DataOptions, PixelLossOptions):
     generator_checkpoint: str = ""       # generator stage checkpoint or .safetensors; "" = random generator
     critic_checkpoint: str = ""          # critic stage checkpoint; "" = random critic (given critic spec)
-    spec: GeneratorSpec = GeneratorSpec()  # used when the generator checkpoint carries no spec
-    critic: CriticSpec = CriticSpec()    # used to build the critic that critic_checkpoint is loaded into
+    spec: GeneratorSpec = GeneratorSpec()  # noqa: RUF009 (frozen) when no generator checkpoint is given
+    critic: CriticSpec = CriticSpec()  # noqa: RUF009 (frozen) when the critic checkpoint has no spec
     sizes: tuple = (64, 128, 192)        # progressive resizing: one phase per size (replaces `size`)
     batch_sizes: tuple = (16, 8, 4)      # batch size per size (replaces `bs`)
     epochs_per_size: int = 1             # epochs per size
@@ -172,7 +177,7 @@ def load_vgg16_features(weights_path: str | Path, layers: tuple = (3, 8, 15, 22)
     features = vgg_make_layers(vgg_cfgs["D"], batch_norm=False)[: max(layers) + 1]
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for bad files; all mean "not usable weights"
+    except _LOAD_ERRORS as error:
         raise ValueError(f"{path}: not a loadable VGG16 state dict ({type(error).__name__})") from None
     state = {k.removeprefix("features."): v for k, v in state.items() if not k.startswith("classifier.")}
     needed = features.state_dict()
@@ -289,10 +294,15 @@ class StepCheckpoints(Callback):
         self.learn.train_iter = self.local_start
 
     def before_train(self):
-        # TrainEvalCallback sets pct_train from the epoch; put it where the resumed schedule really is.
-        self.learn.pct_train = self.learn.train_iter / max(1, self.n_epoch * len(self.learn.dl))
         if self.learn.train_iter >= self.local_steps:
             raise CancelFitException()
+
+    def before_batch(self):
+        # The schedule (ParamScheduler, order 60, reads pct_train in before_batch) spans this phase's planned
+        # steps, not whole epochs: a step cap still ends the one cycle, and a resumed run picks it up where
+        # the checkpoint left it.
+        if self.training:
+            self.learn.pct_train = min(1.0, self.learn.train_iter / max(1, self.local_steps))
 
     def after_batch(self):
         if not self.training:
@@ -349,8 +359,9 @@ def _read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
         raise FileNotFoundError(f"{path}: checkpoint not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # bad/foreign file: torch raises several types
-        raise ValueError(f"{path}: not a training checkpoint ({type(error).__name__}: {error})") from None
+    except _LOAD_ERRORS as error:
+        first = (str(error).strip().splitlines() or [""])[0][:160]
+        raise ValueError(f"{path}: not a training checkpoint ({type(error).__name__}: {first})") from None
     if not isinstance(state, dict) or "model" not in state:
         raise ValueError(f"{path}: not a training checkpoint (no 'model' entry)")
     meta_path = path.with_suffix(".json")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from fastai.torch_core import rank_distrib
@@ -27,19 +27,19 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train the restoration model: generator, then critic, then GAN.")
 console = Console()
 
-ConfigOption = Annotated[Optional[Path], typer.Option("--config", help="TOML config for the stage "
+ConfigOption = Annotated[Path | None, typer.Option("--config", help="TOML config for the stage "
                                                       "(default: the packaged restore/configs/<stage>.toml)")]
 DataOption = Annotated[Path, typer.Option("--data", help="clean photos (degraded on the fly) or a `degrade` "
                                           "output folder with input/ and target/")]
-OutOption = Annotated[Optional[Path], typer.Option("--out", help="output folder (default runs/<stage>)")]
-ResumeOption = Annotated[Optional[Path], typer.Option("--resume", help="checkpoint (.pth) to continue from")]
-SizeOption = Annotated[Optional[int], typer.Option("--size", help="crop size in px (multiple of 32); "
+OutOption = Annotated[Path | None, typer.Option("--out", help="output folder (default runs/<stage>)")]
+ResumeOption = Annotated[Path | None, typer.Option("--resume", help="checkpoint (.pth) to continue from")]
+SizeOption = Annotated[int | None, typer.Option("--size", help="crop size in px (multiple of 32); "
                                                    "for gan: a single progressive-resizing size")]
-BsOption = Annotated[Optional[int], typer.Option("--bs", help="batch size")]
-EpochsOption = Annotated[Optional[int], typer.Option("--epochs", help="epochs (gan: per size)")]
-StepsOption = Annotated[Optional[int], typer.Option("--max-steps", help="stop after this many optimizer steps "
+BsOption = Annotated[int | None, typer.Option("--bs", help="batch size")]
+EpochsOption = Annotated[int | None, typer.Option("--epochs", help="epochs (gan: per size)")]
+StepsOption = Annotated[int | None, typer.Option("--max-steps", help="stop after this many optimizer steps "
                                                     "(gan: per size)")]
-EveryOption = Annotated[Optional[int], typer.Option("--checkpoint-every", help="steps between checkpoints")]
+EveryOption = Annotated[int | None, typer.Option("--checkpoint-every", help="steps between checkpoints")]
 
 
 def _default_config(stage: str) -> Path:
@@ -87,7 +87,7 @@ def generator(
     *, data: DataOption, config: ConfigOption = None, out: OutOption = None, resume: ResumeOption = None,
     size: SizeOption = None, bs: BsOption = None, epochs: EpochsOption = None, max_steps: StepsOption = None,
     checkpoint_every: EveryOption = None,
-    encoder_weights: Annotated[Optional[Path], typer.Option(help="local ResNet state dict for the encoder "
+    encoder_weights: Annotated[Path | None, typer.Option(help="local ResNet state dict for the encoder "
                                                              "(enables the frozen phase)")] = None,
 ) -> None:
     """Stage 1: pretrain the U-Net generator with the pixel (MSE) loss."""
@@ -101,7 +101,7 @@ def critic(
     *, data: DataOption, config: ConfigOption = None, out: OutOption = None, resume: ResumeOption = None,
     size: SizeOption = None, bs: BsOption = None, epochs: EpochsOption = None, max_steps: StepsOption = None,
     checkpoint_every: EveryOption = None,
-    generator: Annotated[Optional[Path], typer.Option("--generator", help="generator stage checkpoint")] = None,
+    generator: Annotated[Path | None, typer.Option("--generator", help="generator stage checkpoint")] = None,
 ) -> None:
     """Stage 2: save generator outputs, pretrain the critic on generated vs real (BCE); reports accuracy."""
     cfg = _load("critic", config, size=size, bs=bs, epochs=epochs, max_steps=max_steps,
@@ -114,8 +114,8 @@ def gan(
     *, data: DataOption, config: ConfigOption = None, out: OutOption = None, resume: ResumeOption = None,
     size: SizeOption = None, bs: BsOption = None, epochs: EpochsOption = None, max_steps: StepsOption = None,
     checkpoint_every: EveryOption = None,
-    generator: Annotated[Optional[Path], typer.Option("--generator", help="generator checkpoint")] = None,
-    critic: Annotated[Optional[Path], typer.Option("--critic", help="critic stage checkpoint")] = None,
+    generator: Annotated[Path | None, typer.Option("--generator", help="generator checkpoint")] = None,
+    critic: Annotated[Path | None, typer.Option("--critic", help="critic stage checkpoint")] = None,
 ) -> None:
     """Stage 3: GAN with the adaptive switcher and progressive resizing; exports the generator."""
     base = _load("gan", config)

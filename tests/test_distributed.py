@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,7 +28,8 @@ def test_two_cpu_processes_train_and_rank0_writes_one_checkpoint(tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "restore.train_cli", "generator", "--config", str(config), "--data", str(photos),
                "--out", str(out)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
     # torchrun exits non-zero if any rank fails or hangs up
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     checkpoints = list((out / "checkpoints").glob("*.pth"))

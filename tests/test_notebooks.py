@@ -11,13 +11,13 @@ from PIL import Image
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 TINY_RUNS = [
-    ("01_data.ipynb", dict(size=32, bs=2, n_show=2)),
-    ("02_generator_pretrain.ipynb", dict(size=32, bs=2, epochs=1, max_steps=2, encoder="resnet18",
-                                         self_attention=False, out_dir="runs/generator")),
-    ("03_critic_pretrain.ipynb", dict(size=32, bs=2, epochs=1, critic_nf=8, critic_blocks=2,
-                                      generator_run="runs/generator", out_dir="runs/critic")),
-    ("04_gan.ipynb", dict(sizes=[32, 64], batch_sizes=[2, 2], max_steps_per_size=2, checkpoint_every=0,
-                          generator_run="runs/generator", critic_run="runs/critic", out_dir="runs/gan")),
+    ("01_data.ipynb", {"size": 32, "bs": 2, "n_show": 2}),
+    ("02_generator_pretrain.ipynb", {"size": 32, "bs": 2, "epochs": 1, "max_steps": 2, "encoder": "resnet18",
+                                         "self_attention": False, "out_dir": "runs/generator"}),
+    ("03_critic_pretrain.ipynb", {"size": 32, "bs": 2, "epochs": 1, "critic_nf": 8, "critic_blocks": 2,
+                                      "generator_run": "runs/generator", "out_dir": "runs/critic"}),
+    ("04_gan.ipynb", {"sizes": [32, 64], "batch_sizes": [2, 2], "max_steps_per_size": 2, "checkpoint_every": 0,
+                          "generator_run": "runs/generator", "critic_run": "runs/critic", "out_dir": "runs/gan"}),
 ]
 
 

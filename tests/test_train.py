@@ -37,7 +37,7 @@ from restore.weights import load_generator
 
 TINY_SPEC = GeneratorSpec(encoder="resnet18", self_attention=False)
 TINY_CRITIC = CriticSpec(nf=8, n_blocks=2)
-TINY = dict(size=32, bs=2, valid_fraction=0.25)
+TINY = {"size": 32, "bs": 2, "valid_fraction": 0.25}
 
 
 def _write_images(folder: Path, n: int, seed: int = 0) -> Path:
@@ -157,7 +157,7 @@ def test_ssim_and_l1_terms_are_zero_only_for_identical_images():
 
 # ----------------------------------------------------------------------------------------------- stages
 def test_generator_stage_checkpoints_and_exports(generator_run):
-    config, out, result = generator_run
+    _config, out, result = generator_run
     # 6 training photos, batch 2 -> 3 steps per epoch, 2 epochs: checkpoints at 2, 4 and the final 6
     assert result.step == 6
     names = sorted(p.name for p in (out / "checkpoints").glob("*.pth"))
@@ -176,19 +176,21 @@ def test_generator_stage_checkpoints_and_exports(generator_run):
 
 
 def test_resume_continues_from_the_saved_step(generator_run, photos, tmp_path):
-    config, out, _ = generator_run
+    config, out, full = generator_run
     resumed = train_generator(config, photos, tmp_path, resume=out / "checkpoints" / "generator_step0000004.pth",
                               device="cpu")
     assert resumed.step == 6
     # only the remaining two batches were trained, and no checkpoint before step 6 was rewritten
     assert len(resumed.learner.recorder.losses) == 2
+    # ... on the one-cycle schedule exactly where the uninterrupted run was at those steps
+    assert resumed.learner.recorder.lrs == pytest.approx(full.learner.recorder.lrs[4:6])
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*.pth")) == ["generator_step0000006.pth"]
 
 
 def test_export_from_a_checkpoint_file_writes_a_card(generator_run, tmp_path):
     _, _, result = generator_run
     path = export_generator(result.checkpoint, tmp_path / "model.safetensors", card={"note": "placeholder"})
-    model, card = load_generator(path)
+    _model, card = load_generator(path)
     assert card["note"] == "placeholder" and card["dtype"] == "float16" and card["training"]["stage"] == "generator"
 
 
