@@ -455,6 +455,8 @@ def test_cli_batch_on_the_corpus(corpus, tmp_path, tiny_weights):
         assert image.size == case.size, case.name
         assert image.getexif().get(0x0112, 1) == 1, case.name     # upright pixels, so no rotation tag
         assert ("A" in image.getbands()) == case.alpha, (case.name, image.mode)
+        if case.alpha:   # transparency comes back exactly where it was
+            assert np.array_equal(np.asarray(image.getchannel("A")), read_image(folder / case.name).alpha)
     assert written == {}, f"unexpected files in the output: {sorted(written)}"
     assert hashes(folder) == before                            # originals untouched, byte for byte
     # resumable: a second run rewrites nothing and reports the same bad files
