@@ -102,10 +102,13 @@ def critic(
     size: SizeOption = None, bs: BsOption = None, epochs: EpochsOption = None, max_steps: StepsOption = None,
     checkpoint_every: EveryOption = None,
     generator: Annotated[Path | None, typer.Option("--generator", help="generator stage checkpoint")] = None,
+    samples: Annotated[int | None, typer.Option("--samples", help="generated training images "
+                                                "(default: one per training photo)")] = None,
 ) -> None:
     """Stage 2: save generator outputs, pretrain the critic on generated vs real (BCE); reports accuracy."""
     cfg = _load("critic", config, size=size, bs=bs, epochs=epochs, max_steps=max_steps,
-                checkpoint_every=checkpoint_every, generator_checkpoint=str(generator) if generator else None)
+                checkpoint_every=checkpoint_every, generator_checkpoint=str(generator) if generator else None,
+                n_samples=samples)
     _run(train_critic, cfg, data, out, "critic", resume)
 
 

@@ -110,6 +110,16 @@ def test_paired_folder_pairs_by_name_and_crops_both_alike(tmp_path):
         assert np.abs(255 - degraded.astype(int) - clean.astype(int)).mean() < 3
 
 
+def test_a_degrade_output_folder_is_read_as_pairs(photos, tmp_path):
+    from degradations.builder import build_pairs
+
+    build_pairs(photos, tmp_path / "pairs", size=0)
+    train, valid = make_datasets(tmp_path / "pairs", DataOptions(**TINY))
+    assert len(train) + len(valid) == 8 and hasattr(train, "pairs")  # paired, not degraded again
+    degraded, clean = valid.pair(0)
+    assert degraded.shape == clean.shape == (32, 32, 3)
+
+
 def test_unreadable_image_names_the_file(tmp_path):
     _write_images(tmp_path, 3)
     (tmp_path / "broken.png").write_bytes(b"not an image")
