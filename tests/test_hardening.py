@@ -233,6 +233,34 @@ def test_symlink_loop_is_a_clean_error(tmp_path):
     assert_one_line_error(str(caught.value), str(loop))
 
 
+def _read_outcome(read, path: Path):
+    try:
+        return read(path)
+    except Exception as error:  # noqa: BLE001 - the test inspects whatever came out
+        return error
+
+
+def test_special_files_are_refused_not_waited_on(tmp_path):
+    """A named pipe in a photo folder must be refused, not opened: open() on it blocks until a writer comes."""
+    import threading
+
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    for read, error_type in _readers():
+        outcome: list = []
+        thread = threading.Thread(target=lambda read=read: outcome.append(_read_outcome(read, fifo)),
+                                  daemon=True)
+        thread.start()
+        thread.join(5)
+        if thread.is_alive():
+            # release the blocked reader (a writer that closes at once gives it end-of-file), then fail
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            thread.join(5)
+            pytest.fail(f"{read.__module__}.{read.__name__} blocked on a FIFO instead of refusing it")
+        assert isinstance(outcome[0], error_type), outcome
+        assert_one_line_error(str(outcome[0]), str(fifo))
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Fuzzing: random bytes and mutated valid images through the readers; the only exception allowed is the clean
 # one. derandomize keeps CI reproducible; database=None keeps the repository clean.
