@@ -495,6 +495,30 @@ def test_cli_batch_on_the_corpus(corpus, tmp_path, tiny_weights):
     assert len([line for line in again.output.splitlines() if line.startswith("error")]) == len(BAD) + 1
 
 
+@pytest.mark.parametrize("layout", ["beside", "inside"])
+def test_cli_reruns_never_restore_their_own_outputs(tmp_path, tiny_weights, layout):
+    """Outputs beside the originals (NAME_restored.jpg) or in an --out folder inside the source folder must
+    not be picked up as new inputs by the next run."""
+    cli = pytest.importorskip("restore.cli", reason="restore/cli.py not written yet")
+    from typer.testing import CliRunner
+
+    src = tmp_path / "scans"
+    for name in ("a.jpg", "sub/b.png"):
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_bytes(plain(name.rsplit(".", 1)[1].replace("jpg", "JPEG").upper())())
+    originals = hashes(src)
+    args = [str(src), "--weights", str(tiny_weights)] + (["--out", str(src / "restored")] if layout == "inside"
+                                                          else [])
+    for _ in range(2):
+        result = CliRunner().invoke(cli.app, args)
+        assert result.exit_code == 0, result.output
+    produced = sorted(set(hashes(src)) - set(originals))
+    expected = {"beside": ["a_restored.jpg", "sub/b_restored.png"],
+                "inside": ["restored/a.jpg", "restored/sub/b.png"]}[layout]
+    assert produced == expected
+    assert {k: v for k, v in hashes(src).items() if k in originals} == originals
+
+
 def test_cli_unreadable_input_and_unwritable_output(tmp_path, tiny_weights, monkeypatch):
     """chmod for real; as root (which reads and writes anything) the same refusals are simulated at the
     operating-system call level, the way the kernel would give them to a normal user."""
