@@ -247,7 +247,10 @@ def test_evaluate_baselines_only_on_a_subset(photo_dir, tmp_path):
     result = evaluate(photo_dir, [], out_dir=tmp_path, limit=1, categories=["bw", "color_holes"], max_side=48)
     assert list(result["summary"]) == ["bw", "color_holes"]
     assert result["meta"]["methods"] == ["input", "classical"]
-    assert "baselines only" in (tmp_path / "report.md").read_text(encoding="utf-8")
+    text = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "baselines only" in text
+    bw = result["summary"]["bw"]["input"]
+    assert f"| bw | {bw['psnr']:.2f} / {bw['delta_e']:.2f} | {bw['psnr']:.2f} / {bw['delta_e']:.2f} |" in text
 
 
 def test_compare_reports_differences(report, tmp_path):
