@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"})
 RESTORED_MARK = "_restored"          # photo.jpg -> photo_restored.jpg when written beside the original
 COMPARE_MARK = "_compare"            # side-by-side before|after, always JPEG
+LARGE_PIXELS = 12_000_000           # above this, read/write only one photo ahead/behind the model
 COMPARE_MAX_SIDE = 4096              # the side-by-side is a preview: bounded so 24 MP scans stay cheap
 
 
@@ -287,9 +288,12 @@ class BatchRunner:
         with ThreadPoolExecutor(self.workers, thread_name_prefix="restore-read") as readers, \
                 ThreadPoolExecutor(self.workers, thread_name_prefix="restore-write") as writers:
 
+            depth = [self.workers]
+
             def read_ahead() -> None:
-                # Bounded prefetch keeps memory bounded: at most `workers` decoded photos wait for the model.
-                while len(reads) < self.workers:
+                # Bounded prefetch keeps memory bounded: at most `workers` decoded photos wait for the model,
+                # one once photos turn out large (a 24 MP scan is ~150 MB in and out).
+                while len(reads) < depth[0]:
                     job = next(queue, None)
                     if job is None:
                         return
@@ -307,6 +311,7 @@ class BatchRunner:
                     results.append(result)
                     self.on_result(result)
                     continue
+                depth[0] = 1 if loaded.rgb.shape[0] * loaded.rgb.shape[1] > LARGE_PIXELS else self.workers
                 restorer = self.restorer  # outside the try: a weights error ends the batch, it is not per file
                 try:
                     restored, info = restorer.restore_array(loaded.rgb)
@@ -318,7 +323,7 @@ class BatchRunner:
                     continue
                 writes.append((job, started, info, writers.submit(_write_outputs, job, loaded, restored)))
                 del loaded, restored
-                while writes and (writes[0][3].done() or len(writes) > self.workers):
+                while writes and (writes[0][3].done() or len(writes) > depth[0]):
                     finish_write(*writes.popleft())
             while writes:
                 finish_write(*writes.popleft())

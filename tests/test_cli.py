@@ -109,10 +109,22 @@ def test_second_run_skips_everything(tmp_path, tiny_weights):
     out = tmp_path / "out"
     assert _invoke(scans, "--out", out, weights=tiny_weights).exit_code == 0
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    stale = out / ".a.jpg.0badcafe.restore-tmp"          # what a run killed mid-write leaves behind
+    stale.write_bytes(b"half a jpeg")
     again = _invoke(scans, "--out", out, weights=tiny_weights)
     assert again.exit_code == 0, again.output
     assert again.output.count("skipped") >= 2 and "already restored" in again.output
+    assert not stale.exists()
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == stamps
+
+
+def test_two_inputs_with_one_output_name_do_not_overwrite_each_other(tmp_path):
+    from restore.batch import plan
+
+    first, second = _photo(tmp_path / "x" / "a.jpg"), _photo(tmp_path / "y" / "a.jpg")
+    jobs, settled = plan([first, second], tmp_path / "out")
+    assert [job.source for job in jobs] == [first]
+    assert settled[0].status == "failed" and f"also the output of {first}" in settled[0].message
 
 
 def test_beside_mode_in_a_folder_does_not_restore_its_own_outputs(tmp_path, tiny_weights):
