@@ -170,8 +170,10 @@ def restore_video(src: str | Path, dst: str | Path, restorer: ArrayRestorer,
     container_format = _CONTAINERS.get(dst.suffix.lower())
     if container_format is None:
         raise VideoError(f"{dst}: unsupported output extension {dst.suffix!r} (use .mp4, .mov, .m4v or .mkv)")
-    if not src.is_file():
+    if not src.exists():
         raise VideoError(f"{src}: video file not found")
+    if not src.is_file():   # a pipe or a device would block or never end
+        raise VideoError(f"{src}: not a regular file")
     start = time.perf_counter()
     try:
         source = av.open(str(src), mode="r")

@@ -204,6 +204,14 @@ def test_not_a_video_is_one_line_error_naming_the_file(tmp_path, content):
     assert not (tmp_path / "out.mp4").exists() and leftovers(tmp_path) == []
 
 
+def test_pipe_or_missing_file_is_refused_without_waiting(tmp_path):
+    os.mkfifo(tmp_path / "pipe.mp4")
+    with pytest.raises(VideoError, match="pipe.mp4: not a regular file"):
+        restore_video(tmp_path / "pipe.mp4", tmp_path / "out.mp4", StandIn())
+    with pytest.raises(VideoError, match="gone.mp4: video file not found"):
+        restore_video(tmp_path / "gone.mp4", tmp_path / "out.mp4", StandIn())
+
+
 def test_truncated_video_keeps_what_decodes_or_fails_cleanly(tmp_path):
     full = make_video(tmp_path / "full.mkv", audio=None, codec="mjpeg", pix_fmt="yuvj420p")
     src = tmp_path / "cut.mkv"
