@@ -40,6 +40,7 @@ from restore.imageio import read_image, write_image
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_SIDE = 512
+MIN_SIDE = 16                 # smaller photos cannot carry the damage shapes, nor SSIM's 7x7 windows
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 METRIC_NAMES = ("psnr", "ssim", "mae", "delta_e", "colourfulness_ratio")
 METRIC_HEADERS = {"psnr": "PSNR dB ↑", "ssim": "SSIM ↑", "mae": "MAE ↓", "delta_e": "ΔE2000 ↓",
@@ -264,6 +265,9 @@ class _Prepared:
 def _prepare(root: Path, rel_path: str, categories: Sequence[str], seed: int, max_side: int | None,
              keep_sheet: bool) -> _Prepared:
     truth = load_photo(root / rel_path, max_side)
+    if min(truth.shape[:2]) < MIN_SIDE:
+        raise ValueError(f"{root / rel_path}: too small to evaluate ({truth.shape[1]}x{truth.shape[0]}; "
+                         f"both sides must be at least {MIN_SIDE} px)")
     prepared = _Prepared(rel_path, truth)
     for name in categories:
         category = CATEGORIES[name]
@@ -349,7 +353,11 @@ def evaluate(data_dir: str | Path, weights_list: Sequence[str | Path] = (), seed
             rows = {name: list(prepared.sheet.get(name, [])) for name in names}
             for model in models:
                 for name in names:
-                    restored, info = restorers[model].restore_array(prepared.degraded[name])
+                    try:
+                        restored, info = restorers[model].restore_array(prepared.degraded[name])
+                    except (ValueError, RuntimeError) as error:  # name the photo; the restorer cannot
+                        raise ValueError(f"{root / rel_path} ({name}, {model}): restoration failed: "
+                                         f"{error}") from None
                     if restored.shape != prepared.truth.shape:
                         raise RuntimeError(f"{model}: restored {rel_path} to {restored.shape}, expected "
                                            f"{prepared.truth.shape}")

@@ -313,3 +313,19 @@ def test_cli_errors_are_one_line(photo_dir, tmp_path):
     assert "unknown category nope" in result.output
     missing = CliRunner().invoke(app, ["--data", str(photo_dir), "--weights", str(tmp_path / "none.safetensors")])
     assert missing.exit_code != 0 and "none.safetensors" in missing.output
+
+
+def test_a_photo_too_small_is_named(tmp_path):
+    cv2.imwrite(str(tmp_path / "tiny.png"), np.zeros((8, 40, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"tiny\.png: too small"):
+        evaluate(tmp_path, [], out_dir=tmp_path / "out", categories=["bw"])
+
+
+def test_a_failing_restorer_names_the_photo(photo_dir, tmp_path):
+    class Broken:
+        def restore_array(self, rgb):
+            raise RuntimeError("out of memory")
+
+    with pytest.raises(ValueError, match=r"astronaut\.png \(bw, broken\): restoration failed: out of memory"):
+        evaluate(photo_dir, [], out_dir=tmp_path, limit=1, categories=["bw"], restorers={"broken": Broken()})
+
