@@ -55,7 +55,17 @@ def _default_workers() -> int:
 
 def _one_line(error: BaseException) -> str:
     lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
+    return _printable(lines[0] if lines else type(error).__name__)
+
+
+def _printable(text: str) -> str:
+    """File names that are not valid UTF-8 (Latin-1 archives) reach us as surrogates, which a strict stdout
+    cannot encode: show their bytes as \\xNN escapes instead of crashing."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _error(message: str) -> None:
+    typer.echo(f"error: {_printable(message)}", err=True)
 
 
 def _version_text(weights: Path | None) -> str:
@@ -137,7 +147,7 @@ def restore(
     except Exception as error:  # one line for the user; --debug shows the traceback
         if debug:
             raise
-        typer.echo(f"error: {_one_line(error)}", err=True)
+        _error(_one_line(error))
         raise typer.Exit(2) from None
     raise typer.Exit(1 if failed else 0)
 
@@ -157,9 +167,9 @@ def _run(inputs: list[Path], *, out: Path | None, render_factor: int, input_type
     results = list(settled)
     for result in settled:
         if result.status == "failed":
-            typer.echo(f"error: {result.message}", err=True)
+            _error(result.message)
         elif not quiet:
-            console.print(f"skipped {escape(str(result.source))}: {result.message}", soft_wrap=True)
+            console.print(f"skipped {escape(_printable(str(result.source)))}: {result.message}", soft_wrap=True)
 
     def make_restorer() -> Restorer:
         return Restorer(weights=weights, device=device, render_factor=render_factor, input_type=input_type)
@@ -174,18 +184,19 @@ def _run(inputs: list[Path], *, out: Path | None, render_factor: int, input_type
 
         def on_result(result) -> None:
             if result.status == "failed":
-                typer.echo(f"error: {result.message}", err=True)
+                _error(result.message)
             else:
                 detected = f"{result.input_type}, " if result.input_type else ""
                 progress.console.print(
-                    f"restored {escape(str(result.source))} -> {escape(str(result.output))} "
-                    f"({detected}{result.seconds:.1f} s)", soft_wrap=True)
+                    f"restored {escape(_printable(str(result.source)))} -> "
+                    f"{escape(_printable(str(result.output)))} ({detected}{result.seconds:.1f} s)", soft_wrap=True)
             if photos_task is not None and result.source.suffix.lower() not in _video_suffixes():
                 progress.advance(photos_task)
 
         def on_video_progress(job, done: int, total: int) -> None:
             if job.source not in video_tasks:
-                video_tasks[job.source] = progress.add_task(f"{job.source.name} (frames)", total=total or None)
+                name = escape(_printable(job.source.name))
+                video_tasks[job.source] = progress.add_task(f"{name} (frames)", total=total or None)
             progress.update(video_tasks[job.source], completed=done, total=total or None)
 
         runner = BatchRunner(make_restorer, workers=workers, max_pixels=max_pixels, debug=debug,

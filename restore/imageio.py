@@ -14,6 +14,7 @@ import io
 import logging
 import os
 import secrets
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,10 +152,12 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Loaded
     """
     path = Path(path)
     try:
+        # A FIFO or device named .jpg would block open() or never end: only regular files are read.
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            kind = "a directory" if path.is_dir() else "not a regular file (pipe, socket or device)"
+            raise ImageReadError(f"{path}: {kind}")
         with open(path, "rb") as file:
             data = file.read()
-    except IsADirectoryError:
-        raise ImageReadError(f"{path}: is a directory") from None
     except OSError as error:
         raise ImageReadError(f"{path}: cannot read ({error.strerror or _one_line(error)})") from None
     if not data:
