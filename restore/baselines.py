@@ -67,7 +67,7 @@ def _stretch(values: np.ndarray, low_percentile: float, high_percentile: float) 
 
 
 def invert_negative(scan: np.ndarray, base_percentile: float = 99.5,
-                    stretch_percentiles: tuple[float, float] = (0.1, 99.9),
+                    stretch_percentiles: tuple[float, float] = (0.5, 99.5),
                     target_mean: float = 0.45) -> np.ndarray:
     """Invert a scanned negative (colour or black-and-white) with film-base removal; uint8 RGB in and out.
 
@@ -81,9 +81,9 @@ def invert_negative(scan: np.ndarray, base_percentile: float = 99.5,
        (the film's exposure latitude, unknown from one frame) so the mean display level is `target_mean`,
        the auto-exposure prior of a mid-grey average scene.
 
-    The percentiles and `target_mean` were chosen on training photos (whose mean level is 0.47); the base
-    percentile stays at 99.5 rather than higher because dust and scratches the hole detector misses are
-    brighter than the film base.
+    The percentiles and `target_mean` were checked on training photos (whose mean level is 0.47) over the
+    four negative categories: wider percentiles (0.1/99.9) gain on clean negatives but lose more where dust
+    and scratches the hole detector misses sit outside the film's range.
     """
     _check(scan)
     linear = (scan.astype(np.float32) / 255.0) ** _GAMMA
