@@ -45,7 +45,8 @@ class ArrayRestorer(Protocol):
 class FlickerConfig:
     strength: float = 0.7           # EMA weight of the running chroma (0 = off); 0.7 ~ a 3-frame memory
     motion_sigma: float = 12.0      # luma change (0-255) at which a pixel follows its own frame's chroma
-    cut_threshold: float = 0.4      # luma-histogram distance (0-1) above which a frame starts a new shot
+    cut_threshold: float = 0.4      # luma-histogram distance (0-1) above which a frame starts a new shot...
+    cut_min_shift: float = 0.05     # ...if the tones also moved this far (earth mover's, 0-1): fades are not cuts
     histogram_bins: int = 32
 
 
@@ -59,6 +60,15 @@ def luma_histogram(rgb: np.ndarray, bins: int = 32) -> np.ndarray:
 def histogram_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Total-variation distance between two normalised histograms: 0 identical, 1 disjoint."""
     return 0.5 * float(np.abs(a - b).sum())
+
+
+def histogram_shift(a: np.ndarray, b: np.ndarray) -> float:
+    """1-D earth mover's distance between two normalised histograms, as a fraction of the tone range.
+
+    A fade moves every tone a little (large total variation on a narrow histogram, small shift); a cut to
+    another shot moves the tones far.
+    """
+    return float(np.abs(np.cumsum(a - b)).sum()) / len(a)
 
 
 class ChromaSmoother:
@@ -81,7 +91,8 @@ class ChromaSmoother:
     def is_cut(self, source_rgb: np.ndarray) -> bool:
         histogram = luma_histogram(source_rgb, self.config.histogram_bins)
         previous, self._histogram = self._histogram, histogram
-        return previous is not None and histogram_distance(previous, histogram) > self.config.cut_threshold
+        return (previous is not None and histogram_distance(previous, histogram) > self.config.cut_threshold
+                and histogram_shift(previous, histogram) > self.config.cut_min_shift)
 
     def __call__(self, source_rgb: np.ndarray, restored_rgb: np.ndarray, cut: bool | None = None) -> np.ndarray:
         """The restored frame with smoothed chroma. `cut`: whether this frame starts a shot (None: detect)."""

@@ -300,6 +300,18 @@ def test_chroma_smoothing_resets_at_a_scene_cut():
     assert not np.array_equal(smoothed[7], restored[7])   # and smoothing resumes within the shot
 
 
+def test_a_fade_is_not_a_cut_but_a_new_shot_is():
+    rng = np.random.default_rng(1)
+    texture = rng.normal(0, 2, size=(48, 64, 1))   # a narrow histogram: each fade step empties whole bins
+    fade = [np.clip(130 - 6 * i + texture, 0, 255).astype(np.uint8).repeat(3, axis=2) for i in range(15)]
+    smoother = ChromaSmoother()
+    assert [smoother.is_cut(frame) for frame in fade] == [False] * 15
+    tones_only = ChromaSmoother(FlickerConfig(cut_min_shift=0.0))   # what histogram distance alone would say
+    assert sum(tones_only.is_cut(frame) for frame in fade) >= 10
+    other_shot = np.clip(200 + texture, 0, 255).astype(np.uint8).repeat(3, axis=2)
+    assert smoother.is_cut(other_shot)
+
+
 def test_moving_pixels_follow_their_own_frame():
     source = np.full((48, 64, 3), 150, np.uint8)
     moved_source = source.copy()
