@@ -100,6 +100,21 @@ def test_colour_photo_keeps_its_own_colours():
     assert np.abs(_ycc(forced)[..., 1:] - 128).mean() < 2.0
 
 
+def test_colour_stain_is_repaired_even_when_luminance_is_unchanged():
+    clean = _colourful()
+    stained = _ycc(clean)
+    stained[150:250, 250:370, 1] = 200                               # a magenta stain: Cr only
+    stained = cv2.cvtColor(np.clip(stained, 0, 255).astype(np.uint8), cv2.COLOR_YCrCb2RGB)
+    small_in = _small(stained)
+    restored, info = transfer(stained, small_in, _small(clean))     # stand-in model: knows the clean photo
+    assert info["input_type"] == "color"
+    stain = (slice(165, 235), slice(265, 355))
+    assert np.abs(_ycc(restored)[stain][..., 1] - _ycc(clean)[stain][..., 1]).mean() < 6
+    assert np.abs(_ycc(stained)[stain][..., 1] - _ycc(clean)[stain][..., 1]).mean() > 40
+    away = (slice(20, 120), slice(20, 200))
+    assert np.abs(_ycc(restored)[away][..., 1:] - _ycc(stained)[away][..., 1:]).mean() < 1.0  # own colours
+
+
 def test_black_and_white_photo_takes_the_networks_colours():
     photo = _scene()
     small_in = _small(photo)
