@@ -81,6 +81,17 @@ def test_transfer_repairs_a_hole_from_the_network_and_keeps_detail_elsewhere():
     assert np.abs(restored[away].astype(int) - clean[away]).mean() < 4.0
 
 
+def test_grain_is_reduced_but_a_clean_photo_is_left_alone():
+    clean = _scene()
+    rng = np.random.default_rng(0)
+    noisy = np.clip(clean + rng.normal(0, 12, clean.shape[:2])[..., None], 0, 255).astype(np.uint8)
+    restored, info = transfer(noisy, _small(noisy), _small(noisy))           # stand-in model: identity
+    assert 9 < info["coring"] < 15
+    assert np.abs(restored.astype(int) - clean).mean() < 0.8 * np.abs(noisy.astype(int) - clean).mean()
+    untouched, clean_info = transfer(clean, _small(clean), _small(clean))
+    assert clean_info["coring"] == 0.0 and np.abs(untouched.astype(int) - clean).mean() < 0.6
+
+
 def _colourful(seed: int = 1) -> np.ndarray:
     rng = np.random.default_rng(seed)
     blobs = rng.integers(0, 256, (8, 12, 3), dtype=np.uint8)
