@@ -28,7 +28,7 @@ SAMPLE_RATE = 16000
 def scene(i: int, width: int = 64, height: int = 48) -> np.ndarray:
     """A frame with a moving bar, so frames differ and a broken order or a dropped frame would show."""
     img = np.full((height, width, 3), 90, np.uint8)
-    img[..., 0] = 60 + 10 * i
+    img[..., 0] = (60 + 10 * i) % 256
     x = (4 * i) % (width - 8)
     img[:, x:x + 8, 1] = 220
     return img
