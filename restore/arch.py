@@ -12,8 +12,7 @@ from pathlib import Path
 
 import torch
 from fastai.layers import NormType
-from fastai.vision.gan import gan_critic
-from fastai.vision.learner import create_body, unet_learner
+from fastai.vision.learner import create_body
 from fastai.vision.models.unet import DynamicUnet
 from torch import nn
 from torch.nn.utils import remove_spectral_norm, remove_weight_norm
@@ -114,12 +113,13 @@ def generator_learner(dls, spec: GeneratorSpec = GeneratorSpec(), encoder_weight
     With `encoder_weights` the learner starts frozen (fastai's default for pretrained encoders).
     """
 
+    from fastai.vision.learner import model_meta, unet_learner  # training-only: keep inference imports lean
+
     def arch(weights=None, pretrained=False):
         # unet_learner calls arch(weights=...) for torchvision models; we supply our own encoder instead.
         return _encoder(spec, encoder_weights)
 
     # fastai looks up cut/split metadata by the arch function; reuse the stock ResNet entry.
-    from fastai.vision.learner import model_meta
     model_meta[arch] = {k: v for k, v in model_meta[_ENCODERS[spec.encoder]].items() if k != "weights"}
     try:
         learn = unet_learner(dls, arch, normalize=False, n_out=3, pretrained=encoder_weights is not None,
@@ -158,6 +158,8 @@ def patch_critic(n_channels: int = 3, nf: int = 64, n_blocks: int = 3) -> nn.Seq
 def build_critic(spec: CriticSpec = CriticSpec()) -> nn.Module:
     if spec.kind == "patch":
         return patch_critic(3, spec.nf, spec.n_blocks)
+    from fastai.vision.gan import gan_critic  # training-only
+
     return gan_critic(n_channels=3, nf=spec.nf, n_blocks=spec.n_blocks, p=spec.dropout)
 
 
