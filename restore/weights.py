@@ -67,6 +67,7 @@ def save_weights(model: nn.Module, path: str | Path, spec: GeneratorSpec, card: 
     spec_dict = dataclasses.asdict(spec)
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata={"generator_spec": json.dumps(spec_dict), "format": "restore-generator"})
+    tmp.chmod(0o644)  # safetensors writes owner-only files; shipped weights must be readable by every user
     tmp.replace(path)
     written = dict(card or {})
     written.update(
