@@ -13,6 +13,7 @@ import concurrent.futures
 import json
 import multiprocessing
 import os
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -65,6 +66,9 @@ def _output_error(path: Path, error: OSError) -> str:
 def read_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode ``path`` as uint8 HxWx3 RGB (EXIF orientation applied), refusing images over ``max_pixels``."""
     try:
+        # a pipe or device would block the reader forever: only regular files are images
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise ImageReadError(f"{path}: not a regular file")
         with Image.open(path) as image:
             # the header alone gives the size: check it before decoding a possibly huge bitmap
             if image.width * image.height > max_pixels:

@@ -233,8 +233,9 @@ def load_pipeline(path: str | Path) -> A.Compose:
 
 def seed_for(rel_path: str, seed: int) -> int:
     """Per-file seed: ``crc32(rel_path) ^ seed``. Pass the path relative to the source folder in POSIX
-    form, so the data set is the same whatever the worker count, order or machine."""
-    return zlib.crc32(rel_path.encode("utf-8")) ^ seed
+    form, so the data set is the same whatever the worker count, order or machine. Names that are not valid
+    UTF-8 (Latin-1 names from old archives arrive as surrogate escapes) hash by their original bytes."""
+    return zlib.crc32(rel_path.encode("utf-8", "surrogateescape")) ^ seed
 
 
 def _check_image(image: np.ndarray) -> None:

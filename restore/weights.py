@@ -101,6 +101,15 @@ def _read_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
             return load_file(str(path)), metadata
         except (SafetensorError, OSError, ValueError) as error:
             raise WeightsError(f"{path}: not a valid safetensors file ({error})") from None
+    # torch.load reports any non-checkpoint (a photo passed as --weights, say) as an unpickling failure,
+    # which would read as "unsafe pickle": tell those apart by the container's first bytes.
+    try:
+        with open(path, "rb") as file:
+            head = file.read(4)
+    except OSError as error:
+        raise WeightsError(f"{path}: cannot read ({error.strerror or error})") from None
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        raise WeightsError(f"{path}: not a PyTorch or safetensors weights file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:

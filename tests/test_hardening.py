@@ -240,12 +240,9 @@ def _read_outcome(read, path: Path):
         return error
 
 
-# strict: once degrade is fixed this XPASSes and fails, so the marker gets removed
-_DEGRADE_FIFO_OPEN = pytest.mark.xfail(strict=True, reason="finding 7 in /work/brief/hardening_findings.md: "
-                                       "degradations.builder.read_rgb opens a FIFO and blocks")
 
 
-@pytest.mark.parametrize("reader", ["restore", pytest.param("degrade", marks=_DEGRADE_FIFO_OPEN)])
+@pytest.mark.parametrize("reader", ["restore", "degrade"])
 def test_special_files_are_refused_not_waited_on(tmp_path, reader):
     """A named pipe in a photo folder must be refused, not opened: open() on it blocks until a writer comes."""
     import threading
@@ -920,8 +917,6 @@ def test_restore_takes_non_utf8_file_names(tmp_path, tiny_weights):
     assert hashes(src) == before
 
 
-@pytest.mark.xfail(strict=True, reason="finding 5 in /work/brief/hardening_findings.md: degradations.pipeline."
-                                       "seed_for encodes the path as strict UTF-8")
 def test_degrade_takes_non_utf8_file_names(tmp_path):
     from typer.testing import CliRunner
 
