@@ -32,6 +32,7 @@ from restore.evaluate import (
     compare,
     evaluate,
     evaluate_no_reference,
+    record_in_card,
 )
 
 app = typer.Typer(add_completion=False, no_args_is_help=True)
@@ -111,6 +112,9 @@ def main_command(
                                         "or cuda; as the restore command.")] = "auto",
     workers: Annotated[int, typer.Option("--workers", min=1, help="Threads for degradation, the classical "
                                          "pipeline and metrics (the network runs beside them).")] = 2,
+    update_card: Annotated[bool, typer.Option(
+        "--update-card", help="Write the results into the JSON card beside the (first) --weights file: "
+        "the model card's numbers come from this command, never typed by hand.")] = False,
     compare_paths: Annotated[tuple[Path, Path] | None, typer.Option(
         "--compare", help="Print the differences between two metrics.json files (OLD NEW) and exit.",
         show_default=False)] = None,
@@ -159,6 +163,9 @@ def main_command(
         raise typer.Exit(code=2) from None
     if not no_reference:
         _print_summary(console, result)
+        if update_card and weight_files:
+            record_in_card(result, weight_files[0])
+            console.print(f"evaluation written into the card of {weight_files[0]}")
     meta = result["meta"]
     console.print(f"{meta['photos']} photos in {meta['seconds']} s; report: {out / 'report.md'}, numbers: "
                   f"{out / 'metrics.json'}, sheets: {out / 'sheets'}")

@@ -502,6 +502,30 @@ def summary_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def record_in_card(result: dict[str, Any], weights_path: str | Path, label: str | None = None) -> dict[str, Any]:
+    """Write this evaluation into the JSON card beside `weights_path` (numbers come from here, never by hand).
+
+    Stores the summary (every category, every method: input, classical and the model), the targets check,
+    the markdown summary table and the run's meta (data, seed, size, recipes). Returns the updated card.
+    """
+    from restore.weights import card_path, read_card
+
+    card = read_card(weights_path)
+    label = label or model_labels([weights_path])[0]
+    keep = ["input", "classical", label]
+    card["evaluation"] = {
+        "meta": {k: v for k, v in result["meta"].items() if k != "methods"},
+        "model_label": label,
+        "summary": {name: {m: by_method[m] for m in keep if m in by_method}
+                    for name, by_method in result["summary"].items()},
+        "targets": result.get("targets", {}).get(label, {}),
+        "table": summary_table({"meta": {"methods": [m for m in result["meta"]["methods"] if m in keep]},
+                                "summary": result["summary"]}),
+    }
+    card_path(weights_path).write_text(json.dumps(_nan_to_none(card), indent=2) + "\n", encoding="utf-8")
+    return card
+
+
 def render_report(result: dict[str, Any]) -> str:
     """The markdown report of an `evaluate` result."""
     meta, summary = result["meta"], result["summary"]
