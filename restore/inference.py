@@ -286,16 +286,12 @@ def transfer(full: np.ndarray, small_in: np.ndarray, small_out: np.ndarray, inpu
     # band: detail the network blurs away (or never saw, when the render size is smaller) is the photo's own.
     # When the photo fits the render size the network saw every pixel, but its finest band is still its least
     # reliable one, so the split is made there too, at a small scale (2 px scored best on eval photos: +1.2 dB on bw).
-    # For prints and colour scans the true luminance is the input's own up to tone (fading) and damage, so
-    # the coarse band comes from the tone curve and the network's only inside damage; a negative's tones
-    # need the network (its dye layers do not map to luminance through one curve).
     curve_full = lut[ycc[..., 0]]
-    coarse_small = y_small_out if detected == "negative" else curve_small
     if same_size:
-        coarse = cv2.GaussianBlur(coarse_small, (0, 0), SAME_SIZE_DETAIL_SIGMA)
+        coarse = cv2.GaussianBlur(y_small_out, (0, 0), SAME_SIZE_DETAIL_SIGMA)
         detail = curve_full - cv2.GaussianBlur(curve_full, (0, 0), SAME_SIZE_DETAIL_SIGMA)
     else:
-        coarse = cv2.resize(coarse_small, size, interpolation=cv2.INTER_LINEAR)
+        coarse = cv2.resize(y_small_out, size, interpolation=cv2.INTER_LINEAR)
         detail = curve_full - cv2.resize(curve_small, size, interpolation=cv2.INTER_LINEAR)
     del curve_full
     noise = _noise_sigma(detail)
@@ -307,9 +303,8 @@ def transfer(full: np.ndarray, small_in: np.ndarray, small_out: np.ndarray, inpu
         # In damage (holes, scratches, stains) the input's detail is the damage itself: the network's repair
         # is taken whole there.
         alpha = alpha_small if same_size else cv2.resize(alpha_small, size, interpolation=cv2.INTER_LINEAR)
-        repaired = y_small_out if same_size else cv2.resize(y_small_out, size, interpolation=cv2.INTER_LINEAR)
-        coarse += (repaired - coarse) * alpha
-        del repaired
+        if same_size:
+            coarse += (y_small_out - coarse) * alpha
         detail *= 1.0 - alpha
     luminance = coarse
     luminance += detail
