@@ -6,7 +6,7 @@ globally across its phases (frozen/unfrozen, or one phase per progressive-resizi
 every `checkpoint_every` steps plus one at the end (rank 0 only), with the resolved config as JSON beside it,
 and resumes from a checkpoint at the saved step with the learning-rate schedule where it was.
 
-Under `torchrun` the generator and critic stages run data-parallel through fastai's `distrib_ctx`.
+Under `torchrun` all three stages run data-parallel through fastai's `distrib_ctx`.
 """
 
 from __future__ import annotations
@@ -394,11 +394,57 @@ def _distributed(learn: Learner):
 
     cuda = torch.cuda.is_available()
     # SyncBatchNorm needs CUDA; on CPU (gloo) each process keeps its own batch statistics.
-    with learn.distrib_ctx(sync_bn=cuda, cpu=not cuda):
+    extra = {}
+    gan = isinstance(learn, GANLearner)
+    if gan:
+        from accelerate import DistributedDataParallelKwargs
+
+        # Each GAN step trains either the generator or the critic, so half the parameters get no gradient:
+        # DistributedDataParallel must be told, or it waits for them.
+        extra["kwargs_handlers"] = [DistributedDataParallelKwargs(find_unused_parameters=True)]
+    with learn.distrib_ctx(sync_bn=cuda, cpu=not cuda, **extra):
         if not cuda:
             trainer = next(cb for cb in learn.cbs if isinstance(cb, DistributedTrainer))
             trainer._wrap_dl = partial(_wrap_dl_gloo, trainer)
-        yield learn
+        if gan:
+            with learn.added_cbs([_SwitchThroughWrapper(), _RankAveragedLoss()]):
+                yield learn
+        else:
+            yield learn
+
+
+class _RankAveragedLoss(Callback):
+    """Average the batch loss over the processes before AdaptiveGANSwitcher reads it.
+
+    The switcher decides from the loss it sees; with per-process losses the processes would switch at
+    different steps, run different halves of the GAN, and their gradient exchanges would no longer match.
+    """
+
+    order = -1  # before AdaptiveGANSwitcher (order 0) in after_batch
+
+    def after_batch(self):
+        if not self.training:
+            return
+        import torch.distributed as dist
+
+        loss = self.learn.loss.detach().clone()
+        dist.all_reduce(loss)
+        self.learn.loss = loss / dist.get_world_size()
+
+
+class _SwitchThroughWrapper(Callback):
+    """Let fastai's GANTrainer reach `GANModule.switch` after DistributedTrainer has wrapped the model.
+
+    GANTrainer calls `learn.model.switch(...)` at every epoch and switch; DistributedDataParallel does not
+    forward attribute lookups to the module it wraps.
+    """
+
+    order = 12  # right after DistributedTrainer (11) has wrapped the model
+
+    def before_fit(self):
+        wrapped = self.learn.model
+        if not hasattr(wrapped, "switch") and hasattr(getattr(wrapped, "module", None), "switch"):
+            wrapped.switch = wrapped.module.switch
 
 
 def _wrap_dl_gloo(trainer, dl):
@@ -735,9 +781,6 @@ def train_gan(config: GanConfig = GanConfig(), data_dir: str | Path = ".", out_d
 
     `extra` holds `generator_steps`, `critic_steps` (what the switcher chose) and the input `sizes` seen.
     """
-    if num_distrib() > 1:
-        # GANTrainer calls GANModule.switch on learn.model, which DistributedDataParallel hides.
-        raise NotImplementedError("the GAN stage does not run under torchrun; train it in one process")
     out_dir = Path(out_dir)
     if config.generator_checkpoint:
         generator, spec = load_generator_checkpoint(config.generator_checkpoint)

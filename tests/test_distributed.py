@@ -39,3 +39,31 @@ def test_two_cpu_processes_train_and_rank0_writes_one_checkpoint(tmp_path):
     # 9 training photos, batch 2 -> 4 batches, split between 2 processes -> 2 steps each
     assert meta["step"] == 2
     assert done.stdout.count("checkpoint:") == 1  # only rank 0 reports
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_run_the_gan_stage_with_both_networks_training(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(10):
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(photos / f"{i}.png")
+    config = tmp_path / "gan.toml"
+    # critic_thresh far above any BCE loss: the switcher hands over after every critic step, so both the
+    # generator and the critic train, each with half of the GAN's parameters unused by the other
+    config.write_text('sizes = [32, 64]\nbatch_sizes = [2, 2]\nepochs_per_size = 1\ncheckpoint_every = 0\n'
+                      'export = false\ncritic_thresh = 5.0\n[spec]\nencoder = "resnet18"\nself_attention = false\n'
+                      '[critic]\nkind = "fastai"\nnf = 16\nn_blocks = 1\n')
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "restore.train_cli", "gan", "--config", str(config), "--data", str(photos),
+               "--out", str(out)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    steps = {line.split(":")[0]: int(line.split(":")[1]) for line in done.stdout.splitlines()
+             if line.startswith(("generator_steps:", "critic_steps:"))}
+    assert steps["generator_steps"] > 0 and steps["critic_steps"] > 0, done.stdout[-2000:]
+    checkpoints = list((out / "checkpoints").glob("*.pth"))
+    assert len(checkpoints) == 1
+    assert json.loads(checkpoints[0].with_suffix(".json").read_text())["hardware"]["processes"] == 2
