@@ -18,6 +18,7 @@ from functools import partial
 
 import torch
 from fastai.callback.core import Callback
+from fastai.callback.progress import ProgressCallback  # noqa: F401 (adds Learner.no_bar)
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
 from fastai.losses import MSELossFlat
