@@ -142,7 +142,9 @@ def main_command(
             console.print("no --weights and no shipped model: baselines only")
     for path in weight_files:
         if not path.is_file():
-            raise typer.BadParameter(f"{path}: weights file not found", param_hint="--weights")
+            # a plain line, like the other errors: typer's error panel may cut a long path at the terminal width
+            console.print(f"[red]error:[/] {path}: weights file not found", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=2)
     try:
         names = None if categories is None else categories.split(",")
         with _progress(console) as progress:
