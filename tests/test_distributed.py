@@ -12,25 +12,32 @@ import pytest
 from PIL import Image
 
 
+def _photos(folder, seed: int):
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    for i in range(10):
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def _torchrun(stage: str, config, photos, out) -> subprocess.CompletedProcess:
+    """`restore-train STAGE` under torchrun with 2 CPU processes; torchrun exits non-zero if any rank fails."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "restore.train_cli", stage, "--config", str(config), "--data", str(photos), "--out", str(out)]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+
 @pytest.mark.slow
 def test_two_cpu_processes_train_and_rank0_writes_one_checkpoint(tmp_path):
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(10):
-        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(photos / f"{i}.png")
+    photos = _photos(tmp_path / "photos", seed=0)
     config = tmp_path / "tiny.toml"
     # no periodic checkpoints: the run must end with exactly one (the final one, from rank 0)
     config.write_text('size = 32\nbs = 2\nepochs = 1\ncheckpoint_every = 0\nexport = false\n'
                       '[spec]\nencoder = "resnet18"\nself_attention = false\n')
     out = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "restore.train_cli", "generator", "--config", str(config), "--data", str(photos),
-               "--out", str(out)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300,
-                          check=False)
-    # torchrun exits non-zero if any rank fails or hangs up
+    done = _torchrun("generator", config, photos, out)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     checkpoints = list((out / "checkpoints").glob("*.pth"))
     assert len(checkpoints) == 1
@@ -43,11 +50,7 @@ def test_two_cpu_processes_train_and_rank0_writes_one_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_two_cpu_processes_run_the_gan_stage_with_both_networks_training(tmp_path):
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    rng = np.random.default_rng(1)
-    for i in range(10):
-        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(photos / f"{i}.png")
+    photos = _photos(tmp_path / "photos", seed=1)
     config = tmp_path / "gan.toml"
     # critic_thresh far above any BCE loss: the switcher hands over after every critic step, so both the
     # generator and the critic train, each with half of the GAN's parameters unused by the other
@@ -55,11 +58,7 @@ def test_two_cpu_processes_run_the_gan_stage_with_both_networks_training(tmp_pat
                       'export = false\ncritic_thresh = 5.0\n[spec]\nencoder = "resnet18"\nself_attention = false\n'
                       '[critic]\nkind = "fastai"\nnf = 16\nn_blocks = 1\n')
     out = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "restore.train_cli", "gan", "--config", str(config), "--data", str(photos),
-               "--out", str(out)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+    done = _torchrun("gan", config, photos, out)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     steps = {line.split(":")[0]: int(line.split(":")[1]) for line in done.stdout.splitlines()
              if line.startswith(("generator_steps:", "critic_steps:"))}
