@@ -24,11 +24,12 @@ import numpy as np
 import torch
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from skimage.color import lab2rgb, rgb2lab
 from torch.utils.data import Dataset
 
 from degradations.pipeline import degrade
+from restore.imageio import read_image
 from restore.imaging import to_tensor
 
 log = logging.getLogger(__name__)
@@ -63,12 +64,12 @@ def list_images(root: str | Path) -> list[Path]:
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
-    """uint8 HxWx3 RGB; a file that is not an image raises ValueError naming it."""
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"{path}: cannot read image ({error})") from None
+    """uint8 HxWx3 RGB, upright; a file that is not a usable image raises ValueError naming it.
+
+    The same reader as `restore` (EXIF orientation, pixel limit, pipes refused), so training sees photos the
+    way inference will.
+    """
+    return read_image(path).rgb
 
 
 def is_paired_folder(root: str | Path) -> bool:
