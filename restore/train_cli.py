@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 from typing import Annotated
 
+import torch.distributed as dist
 import typer
 from fastai.torch_core import rank_distrib
 from rich.console import Console
@@ -79,7 +80,20 @@ def _run(function, config, data: Path, out: Path | None, stage: str, resume: Pat
     except (ValueError, FileNotFoundError, NotImplementedError) as error:
         console.print(f"[red]error:[/red] {error}", soft_wrap=True)
         raise typer.Exit(1) from None
+    finally:
+        _leave_process_group()
     _report(result)
+
+
+def _leave_process_group() -> None:
+    """Under torchrun, destroy the process group before the interpreter exits.
+
+    Left to interpreter shutdown, gloo's worker threads can outlive Python and the process dies with
+    SIGABRT ("terminate called without an active exception") after training has already finished.
+    Local to each process (no barrier): a rank that failed must not leave the others waiting.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 @app.command()
