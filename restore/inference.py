@@ -1,4 +1,4 @@
-"""Restoring one photo: one network pass at the render size, transferred to full resolution cheaply.
+"""Restoring one photo: a network pass at the render size, transferred to full resolution cheaply.
 
 The generator costs ~267 GFLOP per 512x512 pass, about a second on a 2-core CPU, so running it over every
 native-resolution tile (4+ passes per megapixel) is too slow. Instead the network runs once on a copy scaled
@@ -11,6 +11,10 @@ carried back to the original size:
   own luminance supplies the coarse band (so large-scale corrections carry over); the input's detail above
   the render size's band is added through the curve, except where the network departs strongly from the
   curve (holes, scratches, stains: the "damage mask"), where the input's detail is the damage itself.
+* Negatives: the network itself inverts what it takes for a negative. When it inverts a photo (its luminance
+  anti-correlates with the input's), a second pass on the inverted copy checks it: a real negative's copy is
+  a positive the network keeps. A network that inverts the copy too would invert anything (a weak one does
+  that to some dark sepia prints), so the photo is treated as a positive. Positives take one pass.
 * Isolated impulses (salt-and-pepper) are removed at native resolution with a 3x3 median before anything.
 * Colour: chroma (YCrCb Cr/Cb) from the render-size output, upsampled bilinearly and combined with the
   full-resolution luminance. This is DeOldify's trick and it works because vision resolves colour far more
@@ -137,6 +141,15 @@ def fit_tone_curve(source: np.ndarray, target: np.ndarray, direction: int | None
     padded = np.pad(lut, 6, mode="edge")
     lut = np.convolve(padded, kernel / kernel.sum(), mode="valid")
     return np.clip(lut, 0.0, 255.0).astype(np.float32), correlation
+
+
+def luma_correlation(small_in: np.ndarray, small_out: np.ndarray) -> float:
+    """Pearson correlation of two uint8 RGB images' luminance: about -1 when one is the other inverted."""
+    a = cv2.cvtColor(np.ascontiguousarray(small_in), cv2.COLOR_RGB2GRAY).astype(np.float64).ravel()
+    b = cv2.cvtColor(np.ascontiguousarray(small_out), cv2.COLOR_RGB2GRAY).astype(np.float64).ravel()
+    if a.std() < 1e-6 or b.std() < 1e-6:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
 
 
 def chroma_spread(rgb: np.ndarray, max_samples: int = 65536) -> float:
@@ -404,14 +417,44 @@ class Restorer:
             # Forced: invert ourselves, so it works even where the network would not recognise the negative.
             rgb = invert_negative(rgb, sample=small)
             small = invert_negative(small)
-        passes = []
-        pass_start = time.perf_counter()
-        small_out = self.run_network(small)
-        padded_shape = (small_h + (-small_h % NETWORK_MULTIPLE), small_w + (-small_w % NETWORK_MULTIPLE))
-        passes.append({"name": "render", "shape": padded_shape, "seconds": time.perf_counter() - pass_start})
-        restored, info = transfer(rgb, small, small_out, self.input_type)
+        passes: list[dict[str, Any]] = []
+        small_out = self._timed_pass(small, "render", passes)
+        input_type = self.input_type
+        if input_type != "negative" and luma_correlation(small, small_out) < NEGATIVE_CORRELATION:
+            small_out, input_type = self._second_opinion(small, small_out, passes)
+        restored, info = transfer(rgb, small, small_out, input_type)
         info.update(passes=passes, impulses_repaired=impulses, seconds=time.perf_counter() - start)
         return restored, info
+
+    def _timed_pass(self, small: np.ndarray, name: str, passes: list[dict[str, Any]]) -> np.ndarray:
+        pass_start = time.perf_counter()
+        out = self.run_network(small)
+        height, width = small.shape[:2]
+        padded_shape = (height + (-height % NETWORK_MULTIPLE), width + (-width % NETWORK_MULTIPLE))
+        passes.append({"name": name, "shape": padded_shape, "seconds": time.perf_counter() - pass_start})
+        return out
+
+    def _second_opinion(self, small: np.ndarray, small_out: np.ndarray, passes: list[dict[str, Any]]
+                        ) -> tuple[np.ndarray, str]:
+        """The network inverted the photo: check on the inverted copy whether it really is a negative.
+
+        A real negative's inverted copy is a positive, which the network keeps as it is. A network that
+        inverts the copy too inverts whatever it is shown (a dark sepia print can fool a weak one): then the
+        photo is a positive, and the pass on the inverted copy is its restoration (the network took the
+        copy for a negative and turned it back). Returns (render-size output, input type for `transfer`).
+        """
+        positive_type = "color" if chroma_spread(small) > COLOR_CHROMA_SPREAD else "bw"
+        inverted = 255 - small
+        inverted_out = self._timed_pass(inverted, "inverted", passes)
+        keeps_inverted = luma_correlation(inverted, inverted_out) > -NEGATIVE_CORRELATION
+        if keeps_inverted and self.input_type == "auto":
+            return small_out, "negative"
+        if keeps_inverted:
+            # Told it is a positive, but the network sees a negative either way round: it cannot help with
+            # tones or colours, so the photo keeps its own (the transfer still removes impulses and grain;
+            # the network's output on the inverted copy, inverted back, was tried: complementary-hue casts).
+            return small, self.input_type
+        return inverted_out, positive_type if self.input_type == "auto" else self.input_type
 
     def restore(self, image: Image.Image) -> Image.Image:
         """PIL image (any mode) -> restored PIL image of exactly the same size; alpha is kept (RGBA out)."""

@@ -183,15 +183,53 @@ class _Identity(nn.Module):
         return x
 
 
-def test_restorer_keeps_odd_sizes_and_runs_one_pass():
+class _InvertsBright(nn.Module):
+    """Stand-in for a network that recognises negatives: inverts an image brighter than mid-gray, keeps others."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return -x if float(x.mean()) > 0 else x
+
+
+def test_restorer_keeps_odd_sizes_and_checks_a_negative_on_its_inverted_copy():
     positive = np.ascontiguousarray(_scene()[:217, :333])
-    restorer = Restorer(model=_Invert(), device="cpu", render_factor=8)         # 128 px long side
-    restored, info = restorer.restore_array(255 - positive)
+    negative = 255 - positive
+    assert negative.mean() > 128 > positive.mean()
+    restorer = Restorer(model=_InvertsBright(), device="cpu", render_factor=8)     # 128 px long side
+    restored, info = restorer.restore_array(negative)
     assert restored.shape == positive.shape
     assert info["input_type"] == "negative"
-    assert len(info["passes"]) == 1 and info["passes"][0]["shape"] == (96, 128)
+    # the network inverted it, so a second pass on the inverted copy confirmed it (it kept that copy)
+    assert [p["name"] for p in info["passes"]] == ["render", "inverted"]
+    assert info["passes"][0]["shape"] == (96, 128)
     assert render_shape(217, 333, 8) == info["render_size"] == (83, 128)
     assert np.abs(restored.astype(int) - positive).mean() < 4.0
+
+
+def test_a_positive_the_network_keeps_takes_one_pass():
+    positive = np.ascontiguousarray(_scene()[:217, :333])
+    restored, info = Restorer(model=_InvertsBright(), device="cpu", render_factor=8).restore_array(positive)
+    assert info["input_type"] == "bw" and len(info["passes"]) == 1
+    assert np.abs(restored.astype(int) - positive).mean() < 4.0
+
+
+@pytest.mark.parametrize("input_type", ["auto", "bw"])
+def test_a_network_that_inverts_everything_does_not_invert_a_print(input_type):
+    # a dark print the network takes for a negative: it also inverts the inverted copy, so the photo is a positive
+    positive = np.ascontiguousarray(_scene()[:217, :333])
+    restored, info = Restorer(model=_Invert(), device="cpu", render_factor=8,
+                              input_type=input_type).restore_array(positive)
+    assert info["input_type"] == "bw" and len(info["passes"]) == 2
+    assert np.abs(restored.astype(int) - positive).mean() < 4.0
+
+
+def test_forced_bw_keeps_the_photos_tones_when_the_network_sees_a_negative_either_way():
+    bright_positive = np.ascontiguousarray(255 - _scene()[:217, :333])   # brighter than mid-gray
+    restorer = Restorer(model=_InvertsBright(), device="cpu", render_factor=8, input_type="bw")
+    restored, info = restorer.restore_array(bright_positive)
+    assert info["input_type"] == "bw"
+    assert np.abs(restored.astype(int) - bright_positive).mean() < 4.0
+    auto = Restorer(model=_InvertsBright(), device="cpu", render_factor=8).restore_array(bright_positive)[1]
+    assert auto["input_type"] == "negative"      # what auto-detection alone would have done
 
 
 def test_forced_negative_is_inverted_even_by_a_network_that_does_not_invert():
