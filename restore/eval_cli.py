@@ -101,7 +101,7 @@ def main_command(
         "--categories", help=f"Comma-separated subset of: {', '.join(CATEGORIES)}.", show_default=False)] = None,
     max_side: Annotated[int, typer.Option(
         "--max-side", min=32, help="Scale ground truth down (area filter) so its long side is at most PX before "
-        "degrading: one network pass per restoration at the default render size.")] = DEFAULT_MAX_SIDE,
+        "degrading: one render-size network pass per restoration (two for a suspected negative).")] = DEFAULT_MAX_SIDE,
     no_reference: Annotated[bool, typer.Option(
         "--no-reference", help="Photos without ground truth: contact sheets input | each model, no metrics.")
     ] = False,

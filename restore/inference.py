@@ -5,12 +5,15 @@ native-resolution tile (4+ passes per megapixel) is too slow. Instead the networ
 so its long side is `render_factor * 16` px (DeOldify's unit), padded to a multiple of 32, and its result is
 carried back to the original size:
 
-* Luminance: a per-image monotone tone curve (LUT) is fitted from the input's luminance to the network's at
-  render size. It captures inversion (a negative gives a decreasing curve) and fading (a stretched one), and
-  applied to the full-resolution luminance it keeps the fine detail the render size never saw. The network's
-  own luminance supplies the coarse band (so large-scale corrections carry over); the input's detail above
-  the render size's band is added through the curve, except where the network departs strongly from the
-  curve (holes, scratches, stains: the "damage mask"), where the input's detail is the damage itself.
+* Luminance of a negative: a per-image monotone tone curve (LUT) is fitted from the input's luminance to the
+  network's at render size. It captures the inversion (a decreasing curve), and applied to the
+  full-resolution luminance it keeps the fine detail the render size never saw. The network's own luminance
+  supplies the coarse band; the input's detail above the render size's band is added through the curve.
+* Luminance of a positive (print, colour scan): the photo's own, by default. With `tones="network"` it is
+  handled like a negative's, so the network's tone corrections (fading, uneven exposure) carry over; with the
+  shipped model they cost 1-3 dB in restore-eval, hence the default.
+* Either way, where the network departs strongly from the curve (holes, scratches, stains: the "damage
+  mask"), the network's repair is taken whole: the input's detail there is the damage itself.
 * Negatives: the network itself inverts what it takes for a negative. When it inverts a photo (its luminance
   anti-correlates with the input's), a second pass on the inverted copy checks it: a real negative's copy is
   a positive the network keeps. A network that inverts the copy too would invert anything (a weak one does
@@ -19,7 +22,8 @@ carried back to the original size:
 * Colour: chroma (YCrCb Cr/Cb) from the render-size output, upsampled bilinearly and combined with the
   full-resolution luminance. This is DeOldify's trick and it works because vision resolves colour far more
   coarsely than brightness (the reason JPEG subsamples chroma), so low-resolution colour looks sharp on
-  sharp luminance. A colour photo that needs only repair keeps its own chroma outside the damage mask.
+  sharp luminance. A colour photo that needs only repair keeps its own chroma outside the damage mask
+  (smoothed when the photo is noisy: chroma noise is the most visible part of colour noise).
 
 `Restorer.restore` is pure: no printing, plotting or I/O besides loading the weights once.
 """
@@ -52,6 +56,8 @@ COLOR_CHROMA_SPREAD = 4.0        # chroma not explained by luminance (8-bit leve
 DAMAGE_THRESHOLD = 40.0          # luminance levels between network and curve (high band) that mark damage
 IMPULSE_THRESHOLD = 48           # a pixel this far above/below all 8 neighbours is an impulse (salt/pepper)
 SAME_SIZE_DETAIL_SIGMA = 2.0      # px: finest luminance band taken from the input when the photo fits the render size
+TONES = ("input", "network")
+CHROMA_DENOISE_PER_LEVEL = 0.2   # noisy colour photo: its own chroma blurred by this many px per level of noise
 MIN_CORING_SIGMA = 5.0           # detail noise (levels) below this is left alone: clean photos stay untouched
 
 
@@ -228,30 +234,37 @@ def _noise_sigma(plane: np.ndarray, crop: int = 1024, block: int = 8) -> float:
     return float(np.percentile(deviations, 2) / np.sqrt(8.0 / 9.0) / 0.84)
 
 
-def _chroma_departure(ycc_in: np.ndarray, ycc_out: np.ndarray, max_samples: int = 65536) -> np.ndarray:
-    """Per pixel, the largest |network chroma - (k * input chroma + b)| over Cr and Cb, k and b fitted globally."""
-    departure = np.zeros(ycc_in.shape[:2], np.float32)
-    for channel in (1, 2):
-        source = ycc_in[..., channel].astype(np.float32)
-        target = ycc_out[..., channel].astype(np.float32)
-        step = max(1, source.size // max_samples)
-        x, y = source.ravel()[::step], target.ravel()[::step]
-        design = np.stack([x, np.ones_like(x)], axis=1)
-        (slope, offset), *_ = np.linalg.lstsq(design, y, rcond=None)
-        np.maximum(departure, np.abs(target - (slope * source + offset)), out=departure)
-    return departure
+def _linear_departure(source: np.ndarray, target: np.ndarray, max_samples: int = 65536) -> np.ndarray:
+    """Per pixel |target - (k * source + b)| of two planes, k and b fitted globally (least squares)."""
+    source = source.astype(np.float32)
+    target = target.astype(np.float32)
+    step = max(1, source.size // max_samples)
+    x, y = source.ravel()[::step], target.ravel()[::step]
+    design = np.stack([x, np.ones_like(x)], axis=1)
+    (slope, offset), *_ = np.linalg.lstsq(design, y, rcond=None)
+    return np.abs(target - (slope * source + offset))
 
 
-def transfer(full: np.ndarray, small_in: np.ndarray, small_out: np.ndarray, input_type: str = "auto"
-             ) -> tuple[np.ndarray, dict[str, Any]]:
+def _chroma_departure(ycc_in: np.ndarray, ycc_out: np.ndarray) -> np.ndarray:
+    """Per pixel, the larger `_linear_departure` of the network's chroma from the input's over Cr and Cb."""
+    return np.maximum(_linear_departure(ycc_in[..., 1], ycc_out[..., 1]),
+                      _linear_departure(ycc_in[..., 2], ycc_out[..., 2]))
+
+
+def transfer(full: np.ndarray, small_in: np.ndarray, small_out: np.ndarray, input_type: str = "auto",
+             tones: str = "input") -> tuple[np.ndarray, dict[str, Any]]:
     """Carry the render-size restoration `small_out` (of `small_in`) back to `full`'s resolution.
 
     All three are uint8 RGB; `small_in` is `full` resized to `small_out`'s shape. `input_type` "auto" detects
     the type; otherwise it is taken as given ("negative" here means the caller already inverted the input).
+    `tones`: "input" keeps a positive's own brightness and contrast (the network's luminance is used only where
+    it repairs damage); "network" carries the network's tone corrections (fading, uneven exposure) over too.
     Returns (uint8 RGB of `full`'s shape, info with "input_type" in {"negative", "bw", "color"}).
     """
     if input_type not in INPUT_TYPES:
         raise ValueError(f"unknown input type {input_type!r}; choose from {', '.join(INPUT_TYPES)}")
+    if tones not in TONES:
+        raise ValueError(f"unknown tones {tones!r}; choose from {', '.join(TONES)}")
     if small_in.shape != small_out.shape:
         raise ValueError(f"render-size input {small_in.shape} and output {small_out.shape} differ")
     height, width = full.shape[:2]
@@ -271,13 +284,23 @@ def transfer(full: np.ndarray, small_in: np.ndarray, small_out: np.ndarray, inpu
     else:
         detected = input_type
 
+    # Prints and colour scans keep their own tones unless asked (tones="network"): with the shipped model the
+    # network's tone corrections cost 1-3 dB in every positive category of restore-eval. Negatives always
+    # take the curve (it is what inverts them).
+    own_tones = tones == "input" and detected != "negative"
+
     # Damage: where the network departs from the tone curve in the high band (its low band is a legitimate
     # large-scale correction, e.g. uneven fading), the input's pixels are the damage, not detail.
-    curve_small = lut[y_small_in]
-    residual = y_small_out - curve_small
+    residual = y_small_out - lut[y_small_in]
     sigma = max(1.0, max(small_h, small_w) / 64.0)
     high_band = residual - cv2.GaussianBlur(residual, (0, 0), sigma)
     damage = np.abs(high_band) > DAMAGE_THRESHOLD
+    if own_tones:
+        # The network's coarse band is not taken outside damage, so a large hole's inside (invisible to the
+        # high band) must be found too: what a global linear brightness map does not explain, at any scale.
+        damage |= _linear_departure(y_small_in, y_small_out) > DAMAGE_THRESHOLD
+        lut = np.arange(256, dtype=np.float32)
+    curve_small = lut[y_small_in]
     if detected == "color":
         # A colour photo keeps its chroma except where the network repaired it. Stains change colour without
         # changing luminance, and can be large, so a high band would miss their inside: instead, what a global
@@ -295,18 +318,25 @@ def transfer(full: np.ndarray, small_in: np.ndarray, small_out: np.ndarray, inpu
     size = (width, height)
     alpha = None
     coring = 0.0
-    # The network supplies the coarse band of the luminance and the input, through the tone curve, the fine
-    # band: detail the network blurs away (or never saw, when the render size is smaller) is the photo's own.
+    # The network supplies the coarse band of the luminance (a positive keeping its own tones: the input does)
+    # and the input, through the tone curve, the fine band: detail the network blurs away (or never saw, when
+    # the render size is smaller) is the photo's own.
     # When the photo fits the render size the network saw every pixel, but its finest band is still its least
     # reliable one, so the split is made there too, at a small scale (2 px scored best on eval photos: +1.2 dB on bw).
     curve_full = lut[ycc[..., 0]]
     if same_size:
+        curve_coarse = cv2.GaussianBlur(curve_full, (0, 0), SAME_SIZE_DETAIL_SIGMA)
+    else:
+        curve_coarse = cv2.resize(curve_small, size, interpolation=cv2.INTER_LINEAR)
+    detail = curve_full - curve_coarse
+    del curve_full
+    if own_tones:
+        coarse = curve_coarse
+    elif same_size:
         coarse = cv2.GaussianBlur(y_small_out, (0, 0), SAME_SIZE_DETAIL_SIGMA)
-        detail = curve_full - cv2.GaussianBlur(curve_full, (0, 0), SAME_SIZE_DETAIL_SIGMA)
     else:
         coarse = cv2.resize(y_small_out, size, interpolation=cv2.INTER_LINEAR)
-        detail = curve_full - cv2.resize(curve_small, size, interpolation=cv2.INTER_LINEAR)
-    del curve_full
+    del curve_coarse
     noise = _noise_sigma(detail)
     if noise > MIN_CORING_SIGMA:
         # Soft-threshold (coring): small detail amplitudes are mostly grain/noise, large ones are edges.
@@ -318,6 +348,8 @@ def transfer(full: np.ndarray, small_in: np.ndarray, small_out: np.ndarray, inpu
         alpha = alpha_small if same_size else cv2.resize(alpha_small, size, interpolation=cv2.INTER_LINEAR)
         if same_size:
             coarse += (y_small_out - coarse) * alpha
+        elif own_tones:
+            coarse += (cv2.resize(y_small_out, size, interpolation=cv2.INTER_LINEAR) - coarse) * alpha
         detail *= 1.0 - alpha
     luminance = coarse
     luminance += detail
@@ -335,6 +367,10 @@ def transfer(full: np.ndarray, small_in: np.ndarray, small_out: np.ndarray, inpu
         chroma_out = cv2.resize(chroma_out, (width, height), interpolation=cv2.INTER_LINEAR)
     if detected == "color":
         # Keep the photo's own colours; take the network's only where it repaired damage.
+        if coring > 0 and CHROMA_DENOISE_PER_LEVEL > 0:
+            chroma_sigma = float(np.clip(coring * CHROMA_DENOISE_PER_LEVEL, 0.5, 6.0))
+            for channel in (1, 2):
+                ycc[..., channel] = cv2.GaussianBlur(ycc[..., channel], (0, 0), chroma_sigma)
         if alpha is not None:
             for channel in (1, 2):  # one float32 plane at a time keeps a 24 MP photo's memory bounded
                 plane = ycc[..., channel].astype(np.float32)
@@ -360,15 +396,19 @@ class Restorer:
 
     weights: a safetensors/.pth generator file (default: the shipped models/restore.safetensors).
     device: "auto" (CUDA if available), "cpu" or "cuda". render_factor: network input long side in 16 px
-    units (default 32 = 512 px). input_type: "auto" or force "negative" | "bw" | "color".
+    units (default 32 = 512 px). input_type: "auto" or force "negative" | "bw" | "color". tones: "input" (a
+    print or scan keeps its own brightness and contrast) or "network" (take the network's tone corrections).
     model: a ready nn.Module mapping [-1, 1] RGB to [-1, 1] RGB, instead of loading `weights` (tests, notebooks).
     """
 
     def __init__(self, weights: str | Path | None = None, device: str | torch.device = "auto",
                  render_factor: int = DEFAULT_RENDER_FACTOR, input_type: str = "auto", *,
-                 model: nn.Module | None = None):
+                 tones: str = "input", model: nn.Module | None = None):
         if input_type not in INPUT_TYPES:
             raise ValueError(f"unknown input type {input_type!r}; choose from {', '.join(INPUT_TYPES)}")
+        if tones not in TONES:
+            raise ValueError(f"unknown tones {tones!r}; choose from {', '.join(TONES)}")
+        self.tones = tones
         if render_factor < 1:
             raise ValueError(f"render_factor must be >= 1, got {render_factor}")
         self.device = resolve_device(device)
@@ -422,7 +462,7 @@ class Restorer:
         input_type = self.input_type
         if input_type != "negative" and luma_correlation(small, small_out) < NEGATIVE_CORRELATION:
             small_out, input_type = self._second_opinion(small, small_out, passes)
-        restored, info = transfer(rgb, small, small_out, input_type)
+        restored, info = transfer(rgb, small, small_out, input_type, self.tones)
         info.update(passes=passes, impulses_repaired=impulses, seconds=time.perf_counter() - start)
         return restored, info
 

@@ -61,10 +61,28 @@ def test_transfer_carries_a_contrast_stretch_to_full_resolution():
     faded = (60 + _scene().astype(np.float32) * 0.5).astype(np.uint8)        # levels 60..187
     small_in = _small(faded)
     stretched = np.clip((small_in.astype(np.float32) - 60) * 2.0, 0, 255).astype(np.uint8)
-    restored, info = transfer(faded, small_in, stretched)
+    restored, info = transfer(faded, small_in, stretched, tones="network")
     assert info["input_type"] == "bw"
     expected = np.clip((faded.astype(np.float32) - 60) * 2.0, 0, 255)
     assert np.abs(restored.astype(np.float32) - expected).mean() < 4.0
+    # by default a print keeps its own tones: the network's stretch is not taken
+    kept, _ = transfer(faded, small_in, stretched)
+    assert np.abs(kept.astype(np.float32) - faded).mean() < 2.0
+
+
+@pytest.mark.parametrize("make", [_scene, lambda: _colourful()], ids=["bw", "colour"])
+def test_a_network_that_darkens_does_not_darken_a_positive_by_default(make):
+    photo = make()
+    small_in = _small(photo)
+    darker = (small_in.astype(np.float32) * 0.7).astype(np.uint8)            # a global tone shift, no repair
+    kept, info = transfer(photo, small_in, darker)
+    assert info["damage_fraction"] < 0.01
+    luma = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    assert np.abs(cv2.cvtColor(kept, cv2.COLOR_RGB2GRAY) - luma).mean() < 2.0
+    shifted, _ = transfer(photo, small_in, darker, tones="network")
+    assert cv2.cvtColor(shifted, cv2.COLOR_RGB2GRAY).mean() < luma.mean() - 15
+    with pytest.raises(ValueError, match="tones"):
+        transfer(photo, small_in, darker, tones="auto")
 
 
 def test_transfer_repairs_a_hole_from_the_network_and_keeps_detail_elsewhere():
