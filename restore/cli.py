@@ -43,6 +43,11 @@ class InputType(str, Enum):
     color = "color"
 
 
+class Tones(str, Enum):
+    input = "input"
+    network = "network"
+
+
 class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -105,6 +110,10 @@ def restore(
     input_type: Annotated[InputType, typer.Option(
         case_sensitive=False, help="What the inputs are: auto-detect, or force negative | bw | color.")
     ] = InputType.auto,
+    tones: Annotated[Tones, typer.Option(
+        case_sensitive=False, help="Prints and colour scans: keep their own brightness and contrast (input), "
+                                   "or take the model's corrections of fading (network). Negatives are always "
+                                   "inverted by the model.")] = Tones.input,
     weights: Annotated[Path | None, typer.Option(
         help="Generator weights (.safetensors, or a .pth state dict). Default: the shipped model.")] = None,
     device: Annotated[Device, typer.Option(
@@ -138,7 +147,7 @@ def restore(
         typer.echo("error: give at least one photo, folder or video (see restore --help)", err=True)
         raise typer.Exit(2)
     try:
-        failed = _run(inputs, out=out, render_factor=render_factor, input_type=input_type.value,
+        failed = _run(inputs, out=out, render_factor=render_factor, input_type=input_type.value, tones=tones.value,
                       weights=weights, device=device.value, compare=compare, overwrite=overwrite,
                       workers=workers, max_pixels=int(max_megapixels * 1e6), quiet=quiet, debug=debug)
     except KeyboardInterrupt:
@@ -152,7 +161,8 @@ def restore(
     raise typer.Exit(1 if failed else 0)
 
 
-def _run(inputs: list[Path], *, out: Path | None, render_factor: int, input_type: str, weights: Path | None,
+def _run(inputs: list[Path], *, out: Path | None, render_factor: int, input_type: str, tones: str,
+         weights: Path | None,
          device: str, compare: bool, overwrite: bool, workers: int, max_pixels: int, quiet: bool,
          debug: bool) -> int:
     """Plan, run and report; returns the number of failed files."""
@@ -172,7 +182,8 @@ def _run(inputs: list[Path], *, out: Path | None, render_factor: int, input_type
             console.print(f"skipped {escape(_printable(str(result.source)))}: {result.message}", soft_wrap=True)
 
     def make_restorer() -> Restorer:
-        return Restorer(weights=weights, device=device, render_factor=render_factor, input_type=input_type)
+        return Restorer(weights=weights, device=device, render_factor=render_factor, input_type=input_type,
+                        tones=tones)
 
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,

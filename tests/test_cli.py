@@ -209,6 +209,24 @@ def test_bad_input_type_is_a_usage_error(tmp_path, tiny_weights):
     assert result.exit_code == 2
 
 
+def test_tones_option_reaches_the_restorer(tmp_path, tiny_weights, monkeypatch):
+    from restore import inference
+
+    seen = []
+    original = inference.Restorer.__init__
+
+    def recording(self, *args, **kwargs):
+        seen.append(kwargs.get("tones"))
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(inference.Restorer, "__init__", recording)
+    photo = _photo(tmp_path / "p.png")
+    assert _invoke(photo, "--tones", "network", "--out", tmp_path / "a", weights=tiny_weights).exit_code == 0
+    assert _invoke(photo, "--out", tmp_path / "b", weights=tiny_weights).exit_code == 0
+    assert seen == ["network", "input"]
+    assert _invoke(photo, "--tones", "sepia", weights=tiny_weights).exit_code == 2
+
+
 def test_version_names_the_model_and_says_placeholder(tmp_path, tiny_weights):
     weights = tmp_path / "model.safetensors"
     shutil.copy(tiny_weights, weights)
