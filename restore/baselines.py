@@ -59,17 +59,24 @@ def _check(image: np.ndarray) -> None:
         raise ValueError(f"expected uint8 HxWx3 RGB, got {image.dtype} {image.shape}")
 
 
-def _stretch(values: np.ndarray, low_percentile: float, high_percentile: float) -> np.ndarray:
-    """Per-channel linear stretch of float HxWx3 so the given percentiles land on 0 and 1, clipped."""
-    flat = values.reshape(-1, values.shape[2])
-    low, high = np.percentile(flat, [low_percentile, high_percentile], axis=0)
-    return np.clip((values - low) / np.maximum(high - low, 1e-6), 0.0, 1.0)
-
-
 def invert_negative(scan: np.ndarray, base_percentile: float = 99.5,
                     stretch_percentiles: tuple[float, float] = (0.5, 99.5),
                     target_mean: float = 0.45) -> np.ndarray:
     """Invert a scanned negative (colour or black-and-white) with film-base removal; uint8 RGB in and out.
+
+    See `negative_lut`, which sets the levels from the scan itself here.
+    """
+    _check(scan)
+    return cv2.LUT(np.ascontiguousarray(scan), negative_lut(scan, base_percentile, stretch_percentiles, target_mean))
+
+
+def negative_lut(sample: np.ndarray, base_percentile: float = 99.5,
+                 stretch_percentiles: tuple[float, float] = (0.5, 99.5),
+                 target_mean: float = 0.45) -> np.ndarray:
+    """Per-channel inversion table (uint8 256x1x3, for `cv2.LUT`) of a negative, its levels set from `sample`.
+
+    Every step is a per-channel function of the pixel value, so the levels can come from a small copy and the
+    table be applied to any resolution (inference inverts full-size scans this way):
 
     1. Linearise the scan and estimate the film base per channel as a high percentile: the most transparent
        film (scene shadows, or the unexposed rebate) is the brightest part of the scan, and on colour film it
@@ -85,24 +92,31 @@ def invert_negative(scan: np.ndarray, base_percentile: float = 99.5,
     four negative categories: wider percentiles (0.1/99.9) gain on clean negatives but lose more where dust
     and scratches the hole detector misses sit outside the film's range.
     """
-    _check(scan)
-    linear = (scan.astype(np.float32) / 255.0) ** _GAMMA
+    _check(sample)
+    levels = (np.arange(256, dtype=np.float32) / 255.0) ** _GAMMA         # linear light of each uint8 level
+    linear = levels[sample]
     base = np.percentile(linear.reshape(-1, 3), base_percentile, axis=0)
-    transmittance = np.clip(linear / np.maximum(base, 1e-4), 1e-4, 1.0)
-    density = _stretch(-np.log10(transmittance), *stretch_percentiles)
+
+    def density_of(values: np.ndarray) -> np.ndarray:
+        return -np.log10(np.clip(values / np.maximum(base, 1e-4), 1e-4, 1.0))
+
+    density = density_of(linear).reshape(-1, 3)
+    low, high = np.percentile(density, list(stretch_percentiles), axis=0)
+    scale = np.maximum(high - low, 1e-6)
     # Bisection on K on a subsample: the mean level falls monotonically as K grows.
-    sample = density[::4, ::4]
-    low, high = 0.2, 5.0
+    sample_density = np.clip((density_of(linear[::4, ::4]) - low) / scale, 0.0, 1.0)
+    k_low, k_high = 0.2, 5.0
     for _ in range(20):
-        k = 0.5 * (low + high)
-        mean = float(np.mean(((10.0 ** (k * sample) - 1.0) / (10.0**k - 1.0)) ** (1.0 / _GAMMA)))
+        k = 0.5 * (k_low + k_high)
+        mean = float(np.mean(((10.0 ** (k * sample_density) - 1.0) / (10.0**k - 1.0)) ** (1.0 / _GAMMA)))
         if mean > target_mean:
-            low = k
+            k_low = k
         else:
-            high = k
-    k = 0.5 * (low + high)
-    positive = ((10.0 ** (k * density) - 1.0) / (10.0**k - 1.0)) ** (1.0 / _GAMMA)
-    return np.clip(np.rint(positive * 255.0), 0, 255).astype(np.uint8)
+            k_high = k
+    k = 0.5 * (k_low + k_high)
+    grid_density = np.clip((density_of(np.repeat(levels[:, None], 3, axis=1)) - low) / scale, 0.0, 1.0)
+    positive = ((10.0 ** (k * grid_density) - 1.0) / (10.0**k - 1.0)) ** (1.0 / _GAMMA)
+    return np.clip(np.rint(positive * 255.0), 0, 255).astype(np.uint8).reshape(256, 1, 3)
 
 
 def impulse_mask(image: np.ndarray, threshold: int = 40) -> np.ndarray:

@@ -41,6 +41,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from restore.baselines import negative_lut
 from restore.imageio import arrays_to_pil, pil_to_arrays
 from restore.imaging import to_tensor, to_uint8
 from restore.weights import WeightsError, default_weights_path, load_generator
@@ -158,6 +159,10 @@ def luma_correlation(small_in: np.ndarray, small_out: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
+def _positive_type(rgb: np.ndarray) -> str:
+    return "color" if chroma_spread(rgb) > COLOR_CHROMA_SPREAD else "bw"
+
+
 def chroma_spread(rgb: np.ndarray, max_samples: int = 65536) -> float:
     """RMS (8-bit levels) of the chroma that luminance does not explain.
 
@@ -196,21 +201,6 @@ def remove_impulses(rgb: np.ndarray, threshold: int = IMPULSE_THRESHOLD) -> tupl
     repaired = rgb.copy()
     repaired[mask] = cv2.medianBlur(rgb, 3)[mask]
     return repaired, count
-
-
-def invert_negative(rgb: np.ndarray, sample: np.ndarray | None = None) -> np.ndarray:
-    """Scanned negative -> positive: invert each channel and stretch its 0.5-99.5 percentiles to 0-255.
-
-    Per-channel levels remove a colour film's orange base. `sample` (e.g. a downscaled copy) sets the levels.
-    """
-    sample = rgb if sample is None else sample
-    table = np.empty((256, 1, 3), np.uint8)
-    grid = np.arange(256, dtype=np.float32)
-    for channel in range(3):
-        low, high = np.percentile(sample[..., channel], (0.5, 99.5))
-        high = max(high, low + 1.0)
-        table[:, 0, channel] = np.clip((high - grid) * 255.0 / (high - low) + 0.5, 0, 255).astype(np.uint8)
-    return cv2.LUT(np.ascontiguousarray(rgb), table)
 
 
 def _noise_sigma(plane: np.ndarray, crop: int = 1024, block: int = 8) -> float:
@@ -453,18 +443,61 @@ class Restorer:
             small = cv2.resize(rgb, (small_w, small_h), interpolation=cv2.INTER_AREA)
         else:
             small = rgb
+        passes: list[dict[str, Any]] = []
+        reported = None
         if self.input_type == "negative":
             # Forced: invert ourselves, so it works even where the network would not recognise the negative.
-            rgb = invert_negative(rgb, sample=small)
-            small = invert_negative(small)
-        passes: list[dict[str, Any]] = []
-        small_out = self._timed_pass(small, "render", passes)
-        input_type = self.input_type
-        if input_type != "negative" and luma_correlation(small, small_out) < NEGATIVE_CORRELATION:
-            small_out, input_type = self._second_opinion(small, small_out, passes)
+            rgb, small, small_out, input_type = self._as_positive(rgb, small, passes)
+            reported = "negative"
+        else:
+            small_out = self._timed_pass(small, "render", passes)
+            input_type = self.input_type
+            if luma_correlation(small, small_out) < NEGATIVE_CORRELATION:
+                # The network inverted it: ask again on the film-base-corrected inverted copy (see module doc).
+                levels = negative_lut(small)
+                inverted = cv2.LUT(small, levels)
+                inverted_out = self._timed_pass(inverted, "inverted", passes)
+                keeps_inverted = luma_correlation(inverted, inverted_out) > -NEGATIVE_CORRELATION
+                if keeps_inverted and input_type == "auto":          # a negative
+                    rgb, small, small_out, input_type = self._as_positive(rgb, small, passes,
+                                                                          (levels, inverted, inverted_out))
+                    reported = "negative"
+                elif keeps_inverted:
+                    # Told it is a positive, but the network sees a negative either way round: it cannot help
+                    # with tones or colours, so the photo keeps its own (impulses and grain are still treated;
+                    # its output on the inverted copy, inverted back, was tried: complementary-hue casts).
+                    small_out = small
+                else:
+                    # It inverts whatever it is shown: the photo is a positive, and the pass on the inverted
+                    # copy (which it took for a negative and turned back) is its restoration.
+                    small_out = inverted_out
+                    input_type = _positive_type(small) if input_type == "auto" else input_type
         restored, info = transfer(rgb, small, small_out, input_type, self.tones)
+        if reported is not None:
+            info["input_type"] = reported
         info.update(passes=passes, impulses_repaired=impulses, seconds=time.perf_counter() - start)
         return restored, info
+
+    def _as_positive(self, rgb: np.ndarray, small: np.ndarray, passes: list[dict[str, Any]],
+                     done: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+        """A negative, restored as the positive that film-base removal and inversion make of it.
+
+        The classical inversion (`restore.baselines.negative_lut`: film base divided out, density stretched
+        per channel, the film's log response) sets the tones and removes the orange mask; its levels come from
+        the render-size copy and apply to the full size as a table. The network then only has to repair and,
+        for black-and-white film, colourize: the positive is treated like a print or a colour scan.
+        `done`: (levels, inverted copy, network output) when already computed.
+        Returns (full-size positive, render-size positive, network output, type for `transfer`).
+        """
+        if done is None:
+            levels = negative_lut(small)
+            inverted = cv2.LUT(small, levels)
+            inverted_out = self._timed_pass(inverted, "render", passes)
+        else:
+            levels, inverted, inverted_out = done
+        full = inverted if rgb is small else cv2.LUT(rgb, levels)
+        return full, inverted, inverted_out, _positive_type(inverted)
 
     def _timed_pass(self, small: np.ndarray, name: str, passes: list[dict[str, Any]]) -> np.ndarray:
         pass_start = time.perf_counter()
@@ -473,28 +506,6 @@ class Restorer:
         padded_shape = (height + (-height % NETWORK_MULTIPLE), width + (-width % NETWORK_MULTIPLE))
         passes.append({"name": name, "shape": padded_shape, "seconds": time.perf_counter() - pass_start})
         return out
-
-    def _second_opinion(self, small: np.ndarray, small_out: np.ndarray, passes: list[dict[str, Any]]
-                        ) -> tuple[np.ndarray, str]:
-        """The network inverted the photo: check on the inverted copy whether it really is a negative.
-
-        A real negative's inverted copy is a positive, which the network keeps as it is. A network that
-        inverts the copy too inverts whatever it is shown (a dark sepia print can fool a weak one): then the
-        photo is a positive, and the pass on the inverted copy is its restoration (the network took the
-        copy for a negative and turned it back). Returns (render-size output, input type for `transfer`).
-        """
-        positive_type = "color" if chroma_spread(small) > COLOR_CHROMA_SPREAD else "bw"
-        inverted = 255 - small
-        inverted_out = self._timed_pass(inverted, "inverted", passes)
-        keeps_inverted = luma_correlation(inverted, inverted_out) > -NEGATIVE_CORRELATION
-        if keeps_inverted and self.input_type == "auto":
-            return small_out, "negative"
-        if keeps_inverted:
-            # Told it is a positive, but the network sees a negative either way round: it cannot help with
-            # tones or colours, so the photo keeps its own (the transfer still removes impulses and grain;
-            # the network's output on the inverted copy, inverted back, was tried: complementary-hue casts).
-            return small, self.input_type
-        return inverted_out, positive_type if self.input_type == "auto" else self.input_type
 
     def restore(self, image: Image.Image) -> Image.Image:
         """PIL image (any mode) -> restored PIL image of exactly the same size; alpha is kept (RGBA out)."""

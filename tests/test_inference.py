@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from restore.baselines import negative_lut
 from restore.inference import Restorer, chroma_spread, fit_tone_curve, remove_impulses, render_shape, transfer
 from restore.weights import WeightsError
 
@@ -201,31 +202,39 @@ class _Identity(nn.Module):
         return x
 
 
-class _InvertsBright(nn.Module):
-    """Stand-in for a network that recognises negatives: inverts an image brighter than mid-gray, keeps others."""
+class _InvertsOrange(nn.Module):
+    """Stand-in for a network that recognises colour negatives by their orange base: inverts an image whose
+    red clearly exceeds its blue, keeps any other."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return -x if float(x.mean()) > 0 else x
+        return -x if float(x[:, 0].mean() - x[:, 2].mean()) > 0.2 else x
+
+
+def _orange(image: np.ndarray) -> np.ndarray:
+    return (image.astype(np.float32) * np.array([1.0, 0.75, 0.5], np.float32)).astype(np.uint8)
 
 
 def test_restorer_keeps_odd_sizes_and_checks_a_negative_on_its_inverted_copy():
     positive = np.ascontiguousarray(_scene()[:217, :333])
-    negative = 255 - positive
-    assert negative.mean() > 128 > positive.mean()
-    restorer = Restorer(model=_InvertsBright(), device="cpu", render_factor=8)     # 128 px long side
+    negative = _orange(255 - positive)
+    restorer = Restorer(model=_InvertsOrange(), device="cpu", render_factor=8)     # 128 px long side
     restored, info = restorer.restore_array(negative)
     assert restored.shape == positive.shape
     assert info["input_type"] == "negative"
-    # the network inverted it, so a second pass on the inverted copy confirmed it (it kept that copy)
+    # the network inverted it, so a second pass on the film-base-corrected inverted copy confirmed it
     assert [p["name"] for p in info["passes"]] == ["render", "inverted"]
     assert info["passes"][0]["shape"] == (96, 128)
     assert render_shape(217, 333, 8) == info["render_size"] == (83, 128)
-    assert np.abs(restored.astype(int) - positive).mean() < 4.0
+    # restored as the positive that film-base removal makes of it: neutral, not orange or blue
+    levels_from = cv2.resize(negative, (128, 83), interpolation=cv2.INTER_AREA)     # the render-size copy
+    assert np.abs(restored.astype(int) - cv2.LUT(negative, negative_lut(levels_from))).mean() < 4.0
+    assert np.abs(restored[..., 0].astype(int) - restored[..., 2]).mean() < 3.0
+    assert np.corrcoef(restored[..., 1].ravel().astype(float), positive[..., 1].ravel().astype(float))[0, 1] > 0.95
 
 
 def test_a_positive_the_network_keeps_takes_one_pass():
     positive = np.ascontiguousarray(_scene()[:217, :333])
-    restored, info = Restorer(model=_InvertsBright(), device="cpu", render_factor=8).restore_array(positive)
+    restored, info = Restorer(model=_InvertsOrange(), device="cpu", render_factor=8).restore_array(positive)
     assert info["input_type"] == "bw" and len(info["passes"]) == 1
     assert np.abs(restored.astype(int) - positive).mean() < 4.0
 
@@ -241,12 +250,13 @@ def test_a_network_that_inverts_everything_does_not_invert_a_print(input_type):
 
 
 def test_forced_bw_keeps_the_photos_tones_when_the_network_sees_a_negative_either_way():
-    bright_positive = np.ascontiguousarray(255 - _scene()[:217, :333])   # brighter than mid-gray
-    restorer = Restorer(model=_InvertsBright(), device="cpu", render_factor=8, input_type="bw")
-    restored, info = restorer.restore_array(bright_positive)
+    toned = np.ascontiguousarray(_orange(_scene()[:217, :333]))         # a warm-toned print
+    restorer = Restorer(model=_InvertsOrange(), device="cpu", render_factor=8, input_type="bw")
+    restored, info = restorer.restore_array(toned)
     assert info["input_type"] == "bw"
-    assert np.abs(restored.astype(int) - bright_positive).mean() < 4.0
-    auto = Restorer(model=_InvertsBright(), device="cpu", render_factor=8).restore_array(bright_positive)[1]
+    luma = cv2.cvtColor(toned, cv2.COLOR_RGB2GRAY).astype(int)
+    assert np.abs(cv2.cvtColor(restored, cv2.COLOR_RGB2GRAY).astype(int) - luma).mean() < 4.0
+    auto = Restorer(model=_InvertsOrange(), device="cpu", render_factor=8).restore_array(toned)[1]
     assert auto["input_type"] == "negative"      # what auto-detection alone would have done
 
 
