@@ -5,19 +5,21 @@ native-resolution tile (4+ passes per megapixel) is too slow. Instead the networ
 so its long side is `render_factor * 16` px (DeOldify's unit), padded to a multiple of 32, and its result is
 carried back to the original size:
 
-* Luminance of a negative: a per-image monotone tone curve (LUT) is fitted from the input's luminance to the
-  network's at render size. It captures the inversion (a decreasing curve), and applied to the
-  full-resolution luminance it keeps the fine detail the render size never saw. The network's own luminance
-  supplies the coarse band; the input's detail above the render size's band is added through the curve.
-* Luminance of a positive (print, colour scan): the photo's own, by default. With `tones="network"` it is
-  handled like a negative's, so the network's tone corrections (fading, uneven exposure) carry over; with the
-  shipped model they cost 1-3 dB in restore-eval, hence the default.
+* Luminance of a positive (print, colour scan, inverted negative): the photo's own, by default. With
+  `tones="network"` a per-image monotone tone curve (LUT) fitted from the input's luminance to the network's
+  at render size carries the network's tone corrections (fading, uneven exposure) over, and the network's
+  own luminance supplies the coarse band; applied to the full-resolution luminance the curve keeps the fine
+  detail the render size never saw. With the shipped model the network's tones cost 1-3 dB in restore-eval,
+  hence the default. (`transfer` called directly can still detect and invert a negative with the curve.)
 * Either way, where the network departs strongly from the curve (holes, scratches, stains: the "damage
   mask"), the network's repair is taken whole: the input's detail there is the damage itself.
-* Negatives: the network itself inverts what it takes for a negative. When it inverts a photo (its luminance
-  anti-correlates with the input's), a second pass on the inverted copy checks it: a real negative's copy is
-  a positive the network keeps. A network that inverts the copy too would invert anything (a weak one does
-  that to some dark sepia prints), so the photo is treated as a positive. Positives take one pass.
+* Negatives: the network shows what it takes for a negative by inverting it. When it inverts a photo (its
+  luminance anti-correlates with the input's), a second pass runs on the photo's film-base inversion (the
+  classical density model of `restore.baselines.negative_lut`): a real negative's inversion is a positive,
+  which the network keeps. The negative is then restored as that positive, like a print or a colour scan:
+  the classical inversion sets its tones and removes the orange mask, the network repairs (and colourizes
+  black-and-white film). A network that inverts the copy too inverts whatever it is shown (a weak one does
+  that to some dark sepia prints), so the photo is a positive. Positives take one pass.
 * Isolated impulses (salt-and-pepper) are removed at native resolution with a 3x3 median before anything.
 * Colour: chroma (YCrCb Cr/Cb) from the render-size output, upsampled bilinearly and combined with the
   full-resolution luminance. This is DeOldify's trick and it works because vision resolves colour far more
