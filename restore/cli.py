@@ -91,7 +91,7 @@ def _version_text(weights: Path | None) -> str:
     version = card.get("version")
     text = f"model: {name}" + (f" {version}" if version else "")
     if card.get("placeholder") is True:
-        text += " (placeholder: trained for minutes only, not the real model)"
+        text += " (placeholder: an early model, far from the project's targets; see its card)"
     lines.append(f"{text} [{path}]")
     return "\n".join(lines)
 
