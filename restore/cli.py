@@ -112,8 +112,8 @@ def restore(
     ] = InputType.auto,
     tones: Annotated[Tones, typer.Option(
         case_sensitive=False, help="Prints and colour scans: keep their own brightness and contrast (input), "
-                                   "or take the model's corrections of fading (network). Negatives are always "
-                                   "inverted by the model.")] = Tones.input,
+                                   "or take the model's corrections of fading (network). Negatives are inverted "
+                                   "by film-base removal either way.")] = Tones.input,
     weights: Annotated[Path | None, typer.Option(
         help="Generator weights (.safetensors, or a .pth state dict). Default: the shipped model.")] = None,
     device: Annotated[Device, typer.Option(
