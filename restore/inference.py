@@ -57,6 +57,9 @@ NETWORK_MULTIPLE = 32            # the U-Net downsamples 5 times
 NEGATIVE_CORRELATION = -0.2      # tone-curve correlation below this: the network inverted it, a negative
 COLOR_CHROMA_SPREAD = 4.0        # chroma not explained by luminance (8-bit levels, rms) above this: colour
 DAMAGE_THRESHOLD = 40.0          # luminance levels between network and curve (high band) that mark damage
+LARGE_DAMAGE_THRESHOLD = 80.0    # levels from a global linear map that mark a large hole in a positive (40 took
+                                 # whole faces a weak network renders darker; 80 also scored +0.9 dB on color_holes)
+INPUT_EVIDENCE = 20.0            # levels of the input's own high band needed before the high band marks damage
 IMPULSE_THRESHOLD = 48           # a pixel this far above/below all 8 neighbours is an impulse (salt/pepper)
 SAME_SIZE_DETAIL_SIGMA = 2.0      # px: finest luminance band taken from the input when the photo fits the render size
 TONES = ("input", "network")
@@ -287,10 +290,14 @@ def transfer(full: np.ndarray, small_in: np.ndarray, small_out: np.ndarray, inpu
     sigma = max(1.0, max(small_h, small_w) / 64.0)
     high_band = residual - cv2.GaussianBlur(residual, (0, 0), sigma)
     damage = np.abs(high_band) > DAMAGE_THRESHOLD
+    # ... and only where the input shows it too (a scratch, a speck, a hole's edge): the network's own artefacts
+    # on smooth skin are not damage of the photo.
+    y_in = y_small_in.astype(np.float32)
+    damage &= np.abs(y_in - cv2.GaussianBlur(y_in, (0, 0), sigma)) > INPUT_EVIDENCE
     if own_tones:
         # The network's coarse band is not taken outside damage, so a large hole's inside (invisible to the
         # high band) must be found too: what a global linear brightness map does not explain, at any scale.
-        damage |= _linear_departure(y_small_in, y_small_out) > DAMAGE_THRESHOLD
+        damage |= _linear_departure(y_small_in, y_small_out) > LARGE_DAMAGE_THRESHOLD
         lut = np.arange(256, dtype=np.float32)
     curve_small = lut[y_small_in]
     if detected == "color":
