@@ -185,5 +185,36 @@ def bake_weight_norms(model: nn.Module) -> nn.Module:
     return model
 
 
+def unbake_weight_norms(model: nn.Module, baked: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict for `model` (spectral/weight-normed, as training builds it) from exported, baked weights.
+
+    The inverse of `bake_weight_norms` for fine-tuning shipped weights: each normed layer's raw weight is the
+    baked one, and its power-iteration vectors are the exact top singular vectors, so the normed layer starts
+    out as the baked one (a baked weight's sigma is 1 once training's power iteration has converged, as in any
+    long run) and trains under the same norm as before.
+    """
+    state = {}
+    for key, reference in model.state_dict().items():
+        prefix, _, name = key.rpartition(".")
+        stem = f"{prefix}." if prefix else ""
+        if name == "weight_orig":
+            state[key] = baked[f"{stem}weight"].float()
+        elif name in ("weight_u", "weight_v") and f"{stem}weight_orig" in model.state_dict():
+            matrix = baked[f"{stem}weight"].float().flatten(1)  # torch's spectral norm: dim 0 by rows
+            u, _, vh = torch.linalg.svd(matrix, full_matrices=False)
+            state[key] = u[:, 0].contiguous() if name == "weight_u" else vh[0].contiguous()
+        elif name == "weight_g":
+            weight = baked[f"{stem}weight"].float()
+            state[key] = weight.flatten(1).norm(dim=1).reshape(reference.shape)
+        elif name == "weight_v" and f"{stem}weight_g" in model.state_dict():
+            state[key] = baked[f"{stem}weight"].float()
+        else:
+            if key not in baked:
+                raise KeyError(key)
+            value = baked[key]
+            state[key] = value.float() if value.is_floating_point() else value
+    return state
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

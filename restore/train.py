@@ -49,7 +49,14 @@ from torch.utils.data import Dataset
 from torchvision.models.vgg import cfgs as vgg_cfgs
 from torchvision.models.vgg import make_layers as vgg_make_layers
 
-from restore.arch import CriticSpec, GeneratorSpec, build_critic, build_generator, generator_learner
+from restore.arch import (
+    CriticSpec,
+    GeneratorSpec,
+    build_critic,
+    build_generator,
+    generator_learner,
+    unbake_weight_norms,
+)
 from restore.config import config_to_dict, from_dict
 from restore.data import (
     DataOptions,
@@ -89,6 +96,8 @@ class GeneratorConfig(DataOptions, PixelLossOptions):
     spec: GeneratorSpec = GeneratorSpec()  # noqa: RUF009 (frozen) the U-Net: [spec] table in TOML
     encoder_weights: str = ""            # local ResNet state dict; "" = random encoder: no frozen phase, which
                                          # only makes sense with a pretrained encoder, so training is unfrozen
+    init_weights: str = ""               # start from these generator weights (a .pth checkpoint or exported
+                                         # .safetensors) with a fresh schedule: fine-tuning, not resuming
     freeze_epochs: int = 1               # epochs with the encoder frozen (only with encoder_weights)
     epochs: int = 4                      # epochs with the whole network trained
     max_steps: int = 0                   # stop after this many optimizer steps in all (0: no cap)
@@ -554,6 +563,8 @@ def train_generator(config: GeneratorConfig = GeneratorConfig(), data_dir: str |
     unfrozen_lr = slice(config.lr / config.encoder_lr_div, config.lr) if pretrained else config.lr
     phases.append(_Phase("unfrozen", config.size, config.bs, config.epochs, 0,
                          setup=lambda lrn: lrn.unfreeze(), lr=unfrozen_lr))
+    if config.init_weights and not resume:
+        _load_init_weights(get_model(learn.model), config.init_weights)
     start_step, elapsed = _resume(learn, resume, "generator") if resume else (0, 0.0)
     describe = _elapsed_describe(config, data_dir, lambda: {"generator_spec": dataclasses.asdict(spec)})
     checkpoints = StepCheckpoints("generator", out_dir, config.checkpoint_every, describe, elapsed)
@@ -563,6 +574,25 @@ def train_generator(config: GeneratorConfig = GeneratorConfig(), data_dir: str |
     if config.export and rank_distrib() == 0:
         result.exported = export_generator(result, out_dir / "generator.safetensors")
     return result
+
+
+def _load_init_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a generator checkpoint (.pth) or exported weights (.safetensors, norms baked) into `model`."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        baked, _ = load_generator(path, "cpu")
+        try:
+            state = unbake_weight_norms(model, baked.state_dict())
+        except KeyError as missing:
+            raise WeightsError(f"{path}: does not fit the generator being trained (no {missing})") from None
+    else:
+        state = load_generator_checkpoint(path)[0].state_dict()
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        first = str(error).splitlines()[0]
+        raise WeightsError(f"{path}: does not fit the generator being trained ({first})") from None
+    log.info("generator initialised from %s", path)
 
 
 def _fit_one_cycle(learn: Learner, n_epoch: int, lr) -> None:

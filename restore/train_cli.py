@@ -103,10 +103,13 @@ def generator(
     checkpoint_every: EveryOption = None,
     encoder_weights: Annotated[Path | None, typer.Option(help="local ResNet state dict for the encoder "
                                                              "(enables the frozen phase)")] = None,
+    init: Annotated[Path | None, typer.Option("--init", help="generator weights to fine-tune (.pth checkpoint "
+                                              "or shipped .safetensors), with a fresh schedule")] = None,
 ) -> None:
     """Stage 1: pretrain the U-Net generator with the pixel (MSE) loss."""
     cfg = _load("generator", config, size=size, bs=bs, epochs=epochs, max_steps=max_steps,
-                checkpoint_every=checkpoint_every, encoder_weights=str(encoder_weights) if encoder_weights else None)
+                checkpoint_every=checkpoint_every, encoder_weights=str(encoder_weights) if encoder_weights else None,
+                init_weights=str(init) if init else None)
     _run(train_generator, cfg, data, out, "generator", resume)
 
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from fastai.torch_core import get_model
 from PIL import Image
 from typer.testing import CliRunner
 
-from restore.arch import CriticSpec, GeneratorSpec
+from restore.arch import CriticSpec, GeneratorSpec, build_generator, unbake_weight_norms
 from restore.data import (
     DataOptions,
     lab_scaled_to_rgb,
@@ -33,7 +35,7 @@ from restore.train import (
     train_gan,
     train_generator,
 )
-from restore.weights import load_generator
+from restore.weights import WeightsError, load_generator, save_weights
 
 TINY_SPEC = GeneratorSpec(encoder="resnet18", self_attention=False)
 TINY_CRITIC = CriticSpec(nf=8, n_blocks=2)
@@ -265,3 +267,49 @@ def test_cli_generator_names_the_checkpoint(photos, tmp_path):
     assert "checkpoint:" in result.output and "generator_step0000001.pth" in result.output
     bad = CliRunner().invoke(app, ["generator", "--config", str(config), "--data", str(tmp_path / "missing")])
     assert bad.exit_code != 0 and "missing" in bad.output
+
+
+# ------------------------------------------------------------------------------------- fine-tuning
+def test_unbaked_weights_compute_what_the_baked_ones_do(tmp_path):
+    trained = build_generator(TINY_SPEC).train()
+    with torch.no_grad():  # each training-mode pass is one power iteration: converge them, as a long run does
+        for _ in range(60):
+            trained(torch.rand(2, 3, 32, 32) * 2 - 1)
+    save_weights(trained, tmp_path / "tiny.safetensors", TINY_SPEC)
+    baked, _ = load_generator(tmp_path / "tiny.safetensors")
+    normed = build_generator(TINY_SPEC)
+    state = unbake_weight_norms(normed, baked.state_dict())
+    normed.load_state_dict(state)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        expected = baked(x)
+        assert (normed.eval()(x) - expected).abs().max() < 0.05 * expected.abs().mean()
+    # the power-iteration vectors are the weight's top singular pair, so sigma starts exact
+    key = next(k for k in state if k.endswith("weight_orig"))
+    stem = key.removesuffix("weight_orig")
+    matrix = state[key].flatten(1)
+    sigma = state[f"{stem}weight_u"] @ matrix @ state[f"{stem}weight_v"]
+    assert float(sigma) == pytest.approx(float(torch.linalg.matrix_norm(matrix, ord=2)), rel=1e-4)
+
+
+def test_init_weights_start_the_generator_from_shipped_weights(generator_run, photos, tmp_path):
+    config, _, result = generator_run
+    tuned = train_generator(dataclasses.replace(config, init_weights=str(result.exported), lr=1e-9, epochs=1,
+                                                max_steps=1, export=False), photos, tmp_path, device="cpu")
+    baked, _ = load_generator(result.exported)
+    fresh = build_generator(TINY_SPEC)
+    expected = unbake_weight_norms(fresh, baked.state_dict())
+    got = get_model(tuned.learner.model).state_dict()
+    learned = [k for k in expected if "running_" not in k and "num_batches" not in k and not k.endswith("_u")
+               and not k.endswith("_v")]
+    assert all(torch.allclose(got[k].float(), expected[k].float(), atol=1e-5) for k in learned)
+    # a random start is far from those weights
+    assert not torch.allclose(fresh.state_dict()[learned[0]], expected[learned[0]], atol=1e-3)
+
+
+def test_init_weights_that_do_not_fit_name_the_file(generator_run, photos, tmp_path):
+    config, _, result = generator_run
+    other = dataclasses.replace(config, spec=GeneratorSpec(encoder="resnet34", self_attention=False),
+                                init_weights=str(result.exported), max_steps=1, export=False)
+    with pytest.raises(WeightsError, match=result.exported.name):
+        train_generator(other, photos, tmp_path, device="cpu")
