@@ -114,6 +114,9 @@ def restore(
         case_sensitive=False, help="Prints and colour scans: keep their own brightness and contrast (input), "
                                    "or take the model's corrections of fading (network). Negatives are inverted "
                                    "by film-base removal either way.")] = Tones.input,
+    saturation: Annotated[float, typer.Option(
+        min=0.0, max=4.0, help="Scale of the colours given to black-and-white photos: 1 = as the model predicts "
+                               "them (muted, the most accurate); 2 = twice as vivid, less accurate.")] = 1.0,
     weights: Annotated[Path | None, typer.Option(
         help="Generator weights (.safetensors, or a .pth state dict). Default: the shipped model.")] = None,
     device: Annotated[Device, typer.Option(
@@ -148,8 +151,8 @@ def restore(
         raise typer.Exit(2)
     try:
         failed = _run(inputs, out=out, render_factor=render_factor, input_type=input_type.value, tones=tones.value,
-                      weights=weights, device=device.value, compare=compare, overwrite=overwrite,
-                      workers=workers, max_pixels=int(max_megapixels * 1e6), quiet=quiet, debug=debug)
+                      saturation=saturation, weights=weights, device=device.value, compare=compare,
+                      overwrite=overwrite, workers=workers, max_pixels=int(max_megapixels * 1e6), quiet=quiet, debug=debug)
     except KeyboardInterrupt:
         typer.echo("interrupted: finished outputs are complete; run the same command again to resume", err=True)
         raise typer.Exit(130) from None
@@ -162,7 +165,7 @@ def restore(
 
 
 def _run(inputs: list[Path], *, out: Path | None, render_factor: int, input_type: str, tones: str,
-         weights: Path | None,
+         saturation: float, weights: Path | None,
          device: str, compare: bool, overwrite: bool, workers: int, max_pixels: int, quiet: bool,
          debug: bool) -> int:
     """Plan, run and report; returns the number of failed files."""
@@ -183,7 +186,7 @@ def _run(inputs: list[Path], *, out: Path | None, render_factor: int, input_type
 
     def make_restorer() -> Restorer:
         return Restorer(weights=weights, device=device, render_factor=render_factor, input_type=input_type,
-                        tones=tones)
+                        tones=tones, saturation=saturation)
 
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,

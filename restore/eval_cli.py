@@ -108,6 +108,9 @@ def main_command(
     render_factor: Annotated[int | None, typer.Option(
         "--render-factor", min=1, help="Restorer render size in 16 px units (default: the CLI's).",
         show_default=False)] = None,
+    saturation: Annotated[float, typer.Option(
+        "--saturation", min=0.0, max=4.0, help="Scale of the colours given to black-and-white photos, as the "
+        "restore command's option.")] = 1.0,
     device: Annotated[str, typer.Option("--device", help="Where the network runs: auto (CUDA if available), cpu "
                                         "or cuda; as the restore command.")] = "auto",
     workers: Annotated[int, typer.Option("--workers", min=1, help="Threads for degradation, the classical "
@@ -155,11 +158,12 @@ def main_command(
 
             if no_reference:
                 result = evaluate_no_reference(data, weight_files, out_dir=out, limit=limit, max_side=max_side,
-                                               device=device, render_factor=render_factor, progress=report)
+                                               device=device, render_factor=render_factor, saturation=saturation,
+                                               progress=report)
             else:
                 result = evaluate(data, weight_files, seed=seed, out_dir=out, limit=limit, categories=names,
                                   max_side=max_side, device=device, render_factor=render_factor,
-                                  workers=workers, progress=report)
+                                  saturation=saturation, workers=workers, progress=report)
     except ValueError as error:  # bad folder, unknown category, unreadable image or weights: one line
         console.print(f"[red]error:[/] {error}", highlight=False)
         raise typer.Exit(code=2) from None

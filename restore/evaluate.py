@@ -207,11 +207,13 @@ def model_labels(weights: Sequence[str | Path]) -> list[str]:
     return labels
 
 
-def load_restorers(weights: Sequence[str | Path], device: str = "auto", render_factor: int | None = None) -> dict:
+def load_restorers(weights: Sequence[str | Path], device: str = "auto", render_factor: int | None = None,
+                   saturation: float = 1.0) -> dict:
     """label -> Restorer for each weights file (the CLI's inference path)."""
     from restore.inference import Restorer  # torch and the network stack load only when models are used
 
     kwargs = {"render_factor": render_factor} if render_factor is not None else {}
+    kwargs["saturation"] = saturation
     return {label: Restorer(weights=path, device=device, **kwargs)
             for label, path in zip(model_labels(weights), weights)}
 
@@ -302,7 +304,7 @@ def _mean(values: Iterable[float]) -> float:
 def evaluate(data_dir: str | Path, weights_list: Sequence[str | Path] = (), seed: int = 0,
              out_dir: str | Path = "eval_report", limit: int | None = None,
              categories: Iterable[str] | None = None, max_side: int | None = DEFAULT_MAX_SIDE,
-             device: str = "auto", render_factor: int | None = None, workers: int = 2,
+             device: str = "auto", render_factor: int | None = None, saturation: float = 1.0, workers: int = 2,
              sheet_photos: int = SHEET_PHOTOS, restorers: dict | None = None,
              progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
     """Degrade, restore and score every photo of `data_dir` in every category; write the report.
@@ -316,7 +318,7 @@ def evaluate(data_dir: str | Path, weights_list: Sequence[str | Path] = (), seed
     names = resolve_categories(categories)
     photos = find_photos(root, limit)
     if restorers is None:
-        restorers = load_restorers(list(weights_list), device, render_factor) if weights_list else {}
+        restorers = load_restorers(list(weights_list), device, render_factor, saturation) if weights_list else {}
     models = list(restorers)
     out = Path(out_dir)
     (out / "sheets").mkdir(parents=True, exist_ok=True)
@@ -388,6 +390,7 @@ def evaluate(data_dir: str | Path, weights_list: Sequence[str | Path] = (), seed
             "render_factor": sorted({getattr(r, "render_factor", render_factor) for r in restorers.values()}
                                     - {None}),
             "device": sorted({str(getattr(r, "device", device)) for r in restorers.values()} or [device]),
+            "saturation": sorted({getattr(r, "saturation", saturation) for r in restorers.values()}),
             "categories": {name: CATEGORIES[name].description for name in names},
             "recipes": {name: recipe(name) for name in names},
             "models": {label: str(path) for label, path in zip(models, weights_list)} if weights_list else
@@ -612,7 +615,7 @@ def render_report(result: dict[str, Any]) -> str:
 def evaluate_no_reference(data_dir: str | Path, weights_list: Sequence[str | Path] = (),
                           out_dir: str | Path = "eval_report", limit: int | None = None,
                           max_side: int | None = DEFAULT_MAX_SIDE, device: str = "auto",
-                          render_factor: int | None = None, restorers: dict | None = None,
+                          render_factor: int | None = None, saturation: float = 1.0, restorers: dict | None = None,
                           rows_per_sheet: int = NO_REFERENCE_SHEET_ROWS,
                           progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
     """Photos without ground truth (real old photos): contact sheets input | each model, no metrics.
@@ -624,7 +627,7 @@ def evaluate_no_reference(data_dir: str | Path, weights_list: Sequence[str | Pat
     root = Path(data_dir)
     photos = find_photos(root, limit)
     if restorers is None:
-        restorers = load_restorers(list(weights_list), device, render_factor) if weights_list else {}
+        restorers = load_restorers(list(weights_list), device, render_factor, saturation) if weights_list else {}
     if not restorers:
         raise ValueError("no-reference mode needs at least one model (--weights FILE, or a shipped model)")
     models = list(restorers)
@@ -691,7 +694,8 @@ def comparability(old_json: str | Path, new_json: str | Path) -> list[str]:
     """Why two runs' means may not be comparable: different photos, seed or size (empty when they match)."""
     old, new = load_metrics(old_json)["meta"], load_metrics(new_json)["meta"]
     reasons = [f"{key} differs: {old.get(key)!r} -> {new.get(key)!r}"
-               for key in ("data_dir", "photos", "seed", "max_side", "render_factor") if old.get(key) != new.get(key)]
+               for key in ("data_dir", "photos", "seed", "max_side", "render_factor", "saturation")
+               if old.get(key) != new.get(key)]
     old_recipes, new_recipes = old.get("recipes", {}), new.get("recipes", {})
     changed = [name for name in old_recipes if name in new_recipes and old_recipes[name] != new_recipes[name]]
     if changed:

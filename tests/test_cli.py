@@ -209,22 +209,25 @@ def test_bad_input_type_is_a_usage_error(tmp_path, tiny_weights):
     assert result.exit_code == 2
 
 
-def test_tones_option_reaches_the_restorer(tmp_path, tiny_weights, monkeypatch):
+def test_tones_and_saturation_options_reach_the_restorer(tmp_path, tiny_weights, monkeypatch):
     from restore import inference
 
     seen = []
     original = inference.Restorer.__init__
 
     def recording(self, *args, **kwargs):
-        seen.append(kwargs.get("tones"))
+        seen.append((kwargs.get("tones"), kwargs.get("saturation")))
         original(self, *args, **kwargs)
 
     monkeypatch.setattr(inference.Restorer, "__init__", recording)
     photo = _photo(tmp_path / "p.png")
-    assert _invoke(photo, "--tones", "network", "--out", tmp_path / "a", weights=tiny_weights).exit_code == 0
+    assert _invoke(photo, "--tones", "network", "--saturation", "1.8", "--out", tmp_path / "a",
+                   weights=tiny_weights).exit_code == 0
     assert _invoke(photo, "--out", tmp_path / "b", weights=tiny_weights).exit_code == 0
-    assert seen == ["network", "input"]
+    assert seen == [("network", 1.8), ("input", 1.0)]
     assert _invoke(photo, "--tones", "sepia", weights=tiny_weights).exit_code == 2
+    refused = _invoke(photo, "--saturation", "9", weights=tiny_weights)
+    assert refused.exit_code == 2 and "saturation" in refused.output
 
 
 def test_version_names_the_model_and_says_placeholder(tmp_path, tiny_weights):

@@ -291,3 +291,33 @@ def test_missing_default_weights_is_a_clear_error(tmp_path, monkeypatch):
 def test_cuda_without_a_gpu_is_refused():
     with pytest.raises(ValueError, match="cuda"):
         Restorer(model=_Identity(), device="cuda")
+
+
+def test_saturation_scales_the_colours_given_to_a_black_and_white_photo():
+    gray = _scene()
+    small_in = _small(gray)
+    tinted = small_in.astype(np.float32) * np.array([1.0, 0.9, 0.75], np.float32)   # stand-in model: sepia
+    tinted = np.clip(tinted, 0, 255).astype(np.uint8)
+    chroma = {}
+    for saturation in (0.0, 1.0, 2.0):
+        restored, info = transfer(gray, small_in, tinted, saturation=saturation)
+        assert info["input_type"] == "bw"
+        ycc = _ycc(restored)
+        chroma[saturation] = np.abs(ycc[..., 1:] - 128).mean()
+        # the photo's own luminance is kept whatever the saturation
+        assert np.abs(ycc[..., 0] - _ycc(gray)[..., 0]).mean() < 2.0
+    assert chroma[0.0] < 0.6 and chroma[1.0] > 3.0
+    assert chroma[2.0] == pytest.approx(2 * chroma[1.0], rel=0.1)
+    with pytest.raises(ValueError, match="saturation"):
+        transfer(gray, small_in, tinted, saturation=-1)
+    with pytest.raises(ValueError, match="saturation"):
+        Restorer(model=nn.Identity(), saturation=9)
+
+
+def test_saturation_leaves_a_colour_photo_its_own_colours():
+    photo = _colourful()
+    small_in = _small(photo)
+    plain, _ = transfer(photo, small_in, small_in)
+    boosted, info = transfer(photo, small_in, small_in, saturation=3.0)
+    assert info["input_type"] == "color"
+    assert np.array_equal(plain, boosted)
