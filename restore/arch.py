@@ -193,25 +193,22 @@ def unbake_weight_norms(model: nn.Module, baked: dict[str, torch.Tensor]) -> dic
     out as the baked one (a baked weight's sigma is 1 once training's power iteration has converged, as in any
     long run) and trains under the same norm as before.
     """
+    reference = model.state_dict()
+    spectral = {key.removesuffix("weight_orig") for key in reference if key.endswith("weight_orig")}
+    weight_normed = {key.removesuffix("weight_g") for key in reference if key.endswith("weight_g")}
     state = {}
-    for key, reference in model.state_dict().items():
-        prefix, _, name = key.rpartition(".")
-        stem = f"{prefix}." if prefix else ""
-        if name == "weight_orig":
-            state[key] = baked[f"{stem}weight"].float()
-        elif name in ("weight_u", "weight_v") and f"{stem}weight_orig" in model.state_dict():
-            matrix = baked[f"{stem}weight"].float().flatten(1)  # torch's spectral norm: dim 0 by rows
-            u, _, vh = torch.linalg.svd(matrix, full_matrices=False)
-            state[key] = u[:, 0].contiguous() if name == "weight_u" else vh[0].contiguous()
-        elif name == "weight_g":
-            weight = baked[f"{stem}weight"].float()
-            state[key] = weight.flatten(1).norm(dim=1).reshape(reference.shape)
-        elif name == "weight_v" and f"{stem}weight_g" in model.state_dict():
-            state[key] = baked[f"{stem}weight"].float()
-        else:
-            if key not in baked:
-                raise KeyError(key)
-            value = baked[key]
+    for stem in spectral:
+        state[f"{stem}weight_orig"] = weight = baked[f"{stem}weight"].float()
+        # torch's spectral norm reads the weight as a matrix by rows (dim 0); one SVD gives both vectors
+        u, _, vh = torch.linalg.svd(weight.flatten(1), full_matrices=False)
+        state[f"{stem}weight_u"], state[f"{stem}weight_v"] = u[:, 0].contiguous(), vh[0].contiguous()
+    for stem in weight_normed:
+        weight = baked[f"{stem}weight"].float()
+        state[f"{stem}weight_v"] = weight
+        state[f"{stem}weight_g"] = weight.flatten(1).norm(dim=1).reshape(reference[f"{stem}weight_g"].shape)
+    for key in reference:
+        if key not in state:
+            value = baked[key]  # a KeyError names what the baked weights lack
             state[key] = value.float() if value.is_floating_point() else value
     return state
 

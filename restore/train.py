@@ -577,18 +577,10 @@ def train_generator(config: GeneratorConfig = GeneratorConfig(), data_dir: str |
 
 
 def _load_init_weights(model: nn.Module, path: str | Path) -> None:
-    """Load a generator checkpoint (.pth) or exported weights (.safetensors, norms baked) into `model`."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        baked, _ = load_generator(path, "cpu")
-        try:
-            state = unbake_weight_norms(model, baked.state_dict())
-        except KeyError as missing:
-            raise WeightsError(f"{path}: does not fit the generator being trained (no {missing})") from None
-    else:
-        state = load_generator_checkpoint(path)[0].state_dict()
+    """Load a generator checkpoint (.pth) or exported weights (.safetensors) into `model`."""
+    source, _ = load_generator_checkpoint(path)
     try:
-        model.load_state_dict(state)
+        model.load_state_dict(source.state_dict())
     except RuntimeError as error:
         first = str(error).splitlines()[0]
         raise WeightsError(f"{path}: does not fit the generator being trained ({first})") from None
@@ -611,12 +603,16 @@ def load_generator_checkpoint(path: str | Path, spec: GeneratorSpec | None = Non
                               ) -> tuple[nn.Module, GeneratorSpec]:
     """A trainable generator from a stage checkpoint (.pth, generator or GAN) or exported weights.
 
-    Exported `.safetensors` weights have their norms baked: they load as a plain-conv network.
+    Exported `.safetensors` weights have their norms baked; they are unbaked (`unbake_weight_norms`), so the
+    network trains under the same spectral/weight norm as the run that made it.
     """
     path = Path(path)
     if path.suffix == ".safetensors":
-        model, card = load_generator(path, "cpu", spec)
-        return model.train(), from_dict(GeneratorSpec, card["generator_spec"])
+        baked, card = load_generator(path, "cpu", spec)
+        spec = from_dict(GeneratorSpec, card["generator_spec"])
+        model = build_generator(spec)
+        model.load_state_dict(unbake_weight_norms(model, baked.state_dict()))
+        return model.train(), spec
     state, meta = _read_checkpoint(path)
     weights = state["model"]
     if any(k.startswith("generator.") for k in weights):  # a GAN checkpoint holds generator and critic
