@@ -14,6 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from restore.arch import CriticSpec, GeneratorSpec, build_generator, unbake_weight_norms
+from restore.config import load_config
 from restore.data import (
     DataOptions,
     lab_scaled_to_rgb,
@@ -313,3 +314,19 @@ def test_init_weights_that_do_not_fit_name_the_file(generator_run, photos, tmp_p
                                 init_weights=str(result.exported), max_steps=1, export=False)
     with pytest.raises(WeightsError, match=result.exported.name):
         train_generator(other, photos, tmp_path, device="cpu")
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("critic_toml, gan_toml", [
+    (ROOT / "restore" / "configs" / "critic.toml", ROOT / "restore" / "configs" / "gan.toml"),
+    (ROOT / "docs" / "runs" / "critic-cpu.toml", ROOT / "docs" / "runs" / "gan-cpu.toml"),
+])
+def test_stage_configs_load_and_their_critics_agree(critic_toml, gan_toml):
+    """The shipped TOMLs stay readable by their stages, and the GAN's critic is the one the critic stage trains."""
+    critic = load_config(CriticConfig, critic_toml)
+    gan = load_config(GanConfig, gan_toml)
+    assert gan.critic == critic.critic
+    assert len(gan.sizes) == len(gan.batch_sizes)
+    assert list(gan.sizes) == sorted(gan.sizes)  # progressive resizing: small to large
