@@ -321,7 +321,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("critic_toml, gan_toml", [
     (ROOT / "restore" / "configs" / "critic.toml", ROOT / "restore" / "configs" / "gan.toml"),
-    (ROOT / "docs" / "runs" / "critic-cpu.toml", ROOT / "docs" / "runs" / "gan-cpu.toml"),
+    (ROOT / "docs" / "configs" / "critic-cpu.toml", ROOT / "docs" / "configs" / "gan-cpu.toml"),
 ])
 def test_stage_configs_load_and_their_critics_agree(critic_toml, gan_toml):
     """The shipped TOMLs stay readable by their stages, and the GAN's critic is the one the critic stage trains."""
