@@ -14,7 +14,19 @@ from PIL import Image
 from torch import nn
 
 from restore.baselines import negative_lut
-from restore.inference import Restorer, chroma_spread, fit_tone_curve, remove_impulses, render_shape, transfer
+from restore.inference import (
+    NEGATIVE_COARSE_CORRELATION,
+    NEGATIVE_CORRELATION,
+    Restorer,
+    chroma_spread,
+    coarse_correlation,
+    film_base_levels,
+    fit_tone_curve,
+    luma_correlation,
+    remove_impulses,
+    render_shape,
+    transfer,
+)
 from restore.weights import WeightsError
 
 HEIGHT, WIDTH = 400, 600
@@ -230,6 +242,63 @@ def test_restorer_keeps_odd_sizes_and_checks_a_negative_on_its_inverted_copy():
     assert np.abs(restored.astype(int) - cv2.LUT(negative, negative_lut(levels_from))).mean() < 4.0
     assert np.abs(restored[..., 0].astype(int) - restored[..., 2]).mean() < 3.0
     assert np.corrcoef(restored[..., 1].ravel().astype(float), positive[..., 1].ravel().astype(float))[0, 1] > 0.95
+
+
+class _InvertsOrangeTones(nn.Module):
+    """Like `_InvertsOrange`, but as a U-Net that inverts only in part: it turns the coarse tones over and
+    lets the fine detail through its skip connections with its sign kept (output = detail - tones)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if float(x[:, 0].mean() - x[:, 2].mean()) <= 0.2:
+            return x
+        tones = torch.nn.functional.avg_pool2d(x, 9, stride=1, padding=4, count_include_pad=False)
+        return (x - tones) - tones
+
+
+def _detailed_scene() -> np.ndarray:
+    """Gray positive whose fine texture carries as much contrast as its tones (a busy street, foliage)."""
+    y, x = np.mgrid[0:217, 0:333].astype(np.float32)
+    tones = 70 + 110 * x / 333
+    texture = 60 * np.sign(np.sin(2 * np.pi * x / 4.0) * np.sin(2 * np.pi * y / 4.0))
+    gray = np.clip(tones + texture, 0, 255).astype(np.uint8)
+    return np.repeat(gray[..., None], 3, axis=2)
+
+
+def test_a_negative_inverted_only_in_its_tones_is_found_at_the_coarse_scale():
+    positive = _detailed_scene()
+    negative = _orange(255 - positive)
+    network = _InvertsOrangeTones()
+    restorer = Restorer(model=network, device="cpu", render_factor=32)      # the photo fits: no resizing
+    first_pass = restorer.run_network(negative)
+    # at full size the kept detail hides the inversion; at 32 px the tones show it
+    assert luma_correlation(negative, first_pass) > NEGATIVE_CORRELATION
+    assert coarse_correlation(negative, first_pass) < NEGATIVE_COARSE_CORRELATION
+    restored, info = restorer.restore_array(negative)
+    assert info["input_type"] == "negative"
+    assert [p["name"] for p in info["passes"]] == ["render", "inverted"]
+    coarse = [cv2.resize(image, (33, 22), interpolation=cv2.INTER_AREA)[..., 1].ravel().astype(float)
+              for image in (restored, positive)]
+    assert np.corrcoef(*coarse)[0, 1] > 0.9
+    # the positive itself stays a positive, in one pass
+    assert len(restorer.restore_array(positive)[1]["passes"]) == 1
+
+
+def test_film_base_levels_ignore_holes_on_the_scan():
+    positive = np.ascontiguousarray(_scene()[:217, :333])
+    negative = _orange(255 - positive)
+    damaged = negative.copy()
+    for row, col in ((30, 40), (120, 200), (60, 280), (170, 90)):       # bright dust blobs, ~4% of the scan
+        cv2.circle(damaged, (col, row), 13, (235, 235, 235), -1)
+    undamaged = (damaged == negative).all(axis=2)
+
+    def cast(levels: np.ndarray) -> float:         # red minus blue of the positive outside the blobs
+        positive_of = cv2.LUT(damaged, levels).astype(int)
+        return float(np.abs(positive_of[..., 0] - positive_of[..., 2])[undamaged].mean())
+
+    # read plainly, the blobs take the film base: the orange mask is not divided out
+    assert cast(negative_lut(damaged)) > 20
+    assert cast(film_base_levels(damaged)) < 5
+    np.testing.assert_array_equal(film_base_levels(negative), negative_lut(negative))   # nothing to inpaint
 
 
 def test_a_positive_the_network_keeps_takes_one_pass():
