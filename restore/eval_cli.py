@@ -32,6 +32,7 @@ from restore.evaluate import (
     compare,
     evaluate,
     evaluate_no_reference,
+    model_labels,
     record_in_card,
 )
 
@@ -116,8 +117,8 @@ def main_command(
     workers: Annotated[int, typer.Option("--workers", min=1, help="Threads for degradation, the classical "
                                          "pipeline and metrics (the network runs beside them).")] = 2,
     update_card: Annotated[bool, typer.Option(
-        "--update-card", help="Write the results into the JSON card beside the (first) --weights file: "
-        "the model card's numbers come from this command, never typed by hand.")] = False,
+        "--update-card", help="Write the results into the JSON card beside each --weights file (its own row "
+        "and both baselines): the model card's numbers come from this command, never typed by hand.")] = False,
     compare_paths: Annotated[tuple[Path, Path] | None, typer.Option(
         "--compare", help="Print the differences between two metrics.json files (OLD NEW) and exit.",
         show_default=False)] = None,
@@ -169,9 +170,10 @@ def main_command(
         raise typer.Exit(code=2) from None
     if not no_reference:
         _print_summary(console, result)
-        if update_card and weight_files:
-            record_in_card(result, weight_files[0])
-            console.print(f"evaluation written into the card of {weight_files[0]}")
+        if update_card:
+            for path, label in zip(weight_files, model_labels(weight_files)):
+                record_in_card(result, path, label)
+                console.print(f"evaluation written into the card of {path}", highlight=False, soft_wrap=True)
     meta = result["meta"]
     console.print(f"{meta['photos']} photos in {meta['seconds']} s; report: {out / 'report.md'}, numbers: "
                   f"{out / 'metrics.json'}, sheets: {out / 'sheets'}")

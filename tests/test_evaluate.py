@@ -310,21 +310,26 @@ def test_cli_runs_an_evaluation(photo_dir, tiny_weights, tmp_path):
 def test_update_card_records_the_evaluation_in_the_model_card(photo_dir, tiny_weights, tmp_path):
     import shutil
 
-    weights = tmp_path / "model.safetensors"
-    shutil.copy(tiny_weights, weights)
-    shutil.copy(tiny_weights.with_suffix(".json"), weights.with_suffix(".json"))
+    # two models (shipped, candidate) in one run: each card gets its own row
+    paths = [tmp_path / "shipped" / "model.safetensors", tmp_path / "candidate.safetensors"]
+    for weights in paths:
+        weights.parent.mkdir(exist_ok=True)
+        shutil.copy(tiny_weights, weights)
+        shutil.copy(tiny_weights.with_suffix(".json"), weights.with_suffix(".json"))
     out = tmp_path / "report"
-    result = CliRunner().invoke(app, ["--data", str(photo_dir), "--weights", str(weights), "--out", str(out),
-                                      "--limit", "1", "--categories", "bw", "--max-side", "48", "--update-card"])
+    args = ["--data", str(photo_dir), "--out", str(out), "--limit", "1", "--categories", "bw", "--max-side", "48",
+            "--update-card"]
+    result = CliRunner().invoke(app, args + ["--weights", str(paths[0]), "--weights", str(paths[1])])
     assert result.exit_code == 0, result.output
-    card = json.loads(weights.with_suffix(".json").read_text(encoding="utf-8"))
     saved = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-    label = card["evaluation"]["model_label"]
-    # the card holds exactly the numbers the run wrote, for the model and both baselines
-    assert card["evaluation"]["summary"]["bw"][label] == saved["summary"]["bw"][label]
-    assert set(card["evaluation"]["summary"]["bw"]) == {"input", "classical", label}
-    assert "| bw |" in card["evaluation"]["table"]
-    assert card["generator_spec"]["encoder"] == "resnet18"  # the rest of the card is kept
+    for weights, label in zip(paths, ["model", "candidate"]):
+        card = json.loads(weights.with_suffix(".json").read_text(encoding="utf-8"))
+        assert card["evaluation"]["model_label"] == label
+        # the card holds exactly the numbers the run wrote, for the model and both baselines
+        assert card["evaluation"]["summary"]["bw"][label] == saved["summary"]["bw"][label]
+        assert set(card["evaluation"]["summary"]["bw"]) == {"input", "classical", label}
+        assert "| bw |" in card["evaluation"]["table"]
+        assert card["generator_spec"]["encoder"] == "resnet18"  # the rest of the card is kept
 
 
 def test_cli_errors_are_one_line(photo_dir, tmp_path):
