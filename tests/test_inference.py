@@ -331,6 +331,29 @@ def test_a_flat_area_of_a_black_and_white_print_is_not_taken_for_a_hole():
     assert np.abs(restored.astype(int) - print_).max(axis=2).mean() < 1.5
 
 
+class _Blurs(nn.Module):
+    """A weak network: renders every edge soft."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.avg_pool2d(x, 7, stride=1, padding=3, count_include_pad=False)
+
+
+def test_edges_a_network_renders_differently_are_not_damage_of_a_colour_photo():
+    # muted colours under a checkerboard of bright and dark tiles: sharp brightness edges, a scan's faint noise
+    y, x = np.mgrid[0:217, 0:333]
+    tiles = np.where(((x // 37) + (y // 31)) % 2 == 0, 1.6, 0.6)[..., None]
+    muted = _colourful()[:217, :333].astype(np.float32) * 0.35 + 0.65 * 128
+    noise = np.random.default_rng(0).normal(0, 2, muted.shape)
+    photo = np.clip(muted * tiles + noise, 0, 255).astype(np.uint8)
+    restorer = Restorer(model=_Blurs(), device="cpu", render_factor=32)
+    restored, info = restorer.restore_array(photo)
+    assert info["input_type"] == "color" and info["damage_fraction"] == 0
+    assert np.abs(restored.astype(int) - photo).mean() < 1.0
+    # on a black-and-white photo the same edges still read as damage the network repaired (scratches do)
+    gray = np.repeat(cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+    assert restorer.restore_array(gray)[1]["damage_fraction"] > 0
+
+
 def test_transfer_refuses_a_holes_mask_of_another_size():
     photo = _scene()
     small = _small(photo)
