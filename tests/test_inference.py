@@ -354,6 +354,22 @@ def test_edges_a_network_renders_differently_are_not_damage_of_a_colour_photo():
     assert restorer.restore_array(gray)[1]["damage_fraction"] > 0
 
 
+def test_a_noisy_negative_is_denoised_before_it_is_inverted():
+    negative = _orange(255 - np.ascontiguousarray(_colourful()[:217, :333]))
+    noise = np.random.default_rng(0).normal(0, 12, negative.shape)
+    noisy = np.clip(negative + noise, 0, 255).astype(np.uint8)
+    restorer = Restorer(model=_InvertsOrange(), device="cpu", render_factor=32)
+    restored, info = restorer.restore_array(noisy)
+    assert info["input_type"] == "negative" and info["denoised_sigma"] > 6
+    # the inversion of the denoised scan is asked for again
+    assert [p["name"] for p in info["passes"]] == ["render", "inverted", "render"]
+    clean = cv2.LUT(negative, negative_lut(negative)).astype(int)
+    plain = cv2.LUT(noisy, negative_lut(noisy))
+    assert np.abs(restored - clean).mean() < 0.6 * np.abs(plain - clean).mean()
+    # a clean negative is not touched by the denoiser
+    assert restorer.restore_array(negative)[1]["denoised_sigma"] <= 6
+
+
 def test_transfer_refuses_a_holes_mask_of_another_size():
     photo = _scene()
     small = _small(photo)
