@@ -12,7 +12,8 @@ carried back to the original size:
   detail the render size never saw. With the shipped model the network's tones cost 1-3 dB in restore-eval,
   hence the default. (`transfer` called directly can still detect and invert a negative with the curve.)
 * Either way, where the network departs strongly from the curve (holes, scratches, stains: the "damage
-  mask"), the network's repair is taken whole: the input's detail there is the damage itself.
+  mask"), the network's repair is taken whole: the input's detail there is the damage itself. On colour
+  photos the mask is the classically found holes (below) and what departs in colour, not in brightness.
 * Negatives: the network shows what it takes for a negative by inverting it. When it inverts a photo (its
   tones, compared at 32 px, anti-correlate with the input's: `coarse_correlation`), a second pass runs on
   the photo's film-base inversion (the classical density model of `restore.baselines.negative_lut`, its levels
@@ -20,7 +21,8 @@ carried back to the original size:
   which the network keeps. The negative is then restored as that positive, like a print or a colour scan:
   the classical inversion sets its tones and removes the orange mask, the network repairs (and colourizes
   black-and-white film). A network that inverts the copy too inverts whatever it is shown (a weak one does
-  that to some dark sepia prints), so the photo is a positive. Positives take one pass.
+  that to some dark sepia prints), so the photo is a positive. Positives take one pass; a noisy negative
+  is denoised on the scan (non-local means) and its inversion takes a third.
 * Isolated impulses (salt-and-pepper) are removed at native resolution with a 3x3 median before anything.
 * Holes on a colour photo or colour negative (blobs of one near-neutral colour: missing emulsion, dust, opaque
   scratches; `restore.baselines.hole_mask`) are inpainted classically on the render-size copy before the
