@@ -18,7 +18,9 @@ carried back to the original size:
   tones, compared at 32 px, anti-correlate with the input's: `coarse_correlation`), a second pass runs on
   the photo's film-base inversion (the classical density model of `restore.baselines.negative_lut`, its levels
   read with the scan's holes inpainted): a real negative's inversion is a positive,
-  which the network keeps. The negative is then restored as that positive, like a print or a colour scan:
+  which the network keeps. A scan whose clearest parts are as orange as colour film's mask
+  (`has_orange_base`) asks the same question when the network inverts it only in part (correlation below
+  ORANGE_COARSE_CORRELATION): it half-inverts some damaged colour negatives. The negative is then restored as that positive, like a print or a colour scan:
   the classical inversion sets its tones and removes the orange mask, the network repairs (and colourizes
   black-and-white film). A network that inverts the copy too inverts whatever it is shown (a weak one does
   that to some dark sepia prints), so the photo is a positive. Positives take one pass; a noisy negative
@@ -63,6 +65,11 @@ NETWORK_MULTIPLE = 32            # the U-Net downsamples 5 times
 NEGATIVE_CORRELATION = -0.2      # tone-curve correlation below this: the network inverted it, a negative
 COARSE_SIDE = 32                 # px: long side of the copies whose tones `coarse_correlation` compares
 NEGATIVE_COARSE_CORRELATION = 0.25  # network output vs input at COARSE_SIDE below this: it inverted the tones
+FILM_BASE_PERCENTILE = 98.0      # the brightest 2% of a scan: on a colour negative, its clearest film (the base)
+ORANGE_BASE_RATIOS = (0.8, 0.35)  # G/R and B/R of that light below both: an orange mask, as on a colour negative
+ORANGE_COARSE_CORRELATION = 0.65  # with an orange mask, network output vs input below this: asked as a negative
+                                  # (0.4-early: damaged colour negatives it missed 0.29/0.42/0.87, orange-lit
+                                  # positives 0.93-0.99)
 COLOR_CHROMA_SPREAD = 4.0        # chroma not explained by luminance (8-bit levels, rms) above this: colour
 DAMAGE_THRESHOLD = 40.0          # luminance levels between network and curve (high band) that mark damage
 LARGE_DAMAGE_THRESHOLD = 80.0    # levels from a global linear map that mark a large hole in a positive (40 took
@@ -192,6 +199,28 @@ def coarse_correlation(small_in: np.ndarray, small_out: np.ndarray, side: int = 
         small_in = cv2.resize(small_in, size, interpolation=cv2.INTER_AREA)
         small_out = cv2.resize(small_out, size, interpolation=cv2.INTER_AREA)
     return luma_correlation(small_in, small_out)
+
+
+def film_base_ratios(rgb: np.ndarray, percentile: float = FILM_BASE_PERCENTILE) -> tuple[float, float]:
+    """(G/R, B/R) of a scan's brightest light, per channel at `percentile` in linear light.
+
+    On a colour negative the brightest parts are its clearest film, which carries the orange mask: the eval
+    colour negatives (clean and noisy) measured B/R 0.11-0.50, median 0.23 (with holes, inpainted first, the
+    same but for a few holes the detector misses). A positive's highlights are near white (median B/R 0.82);
+    warm ones go lower (0.27 on a skin close-up, 0.31 on a warm real print), so the ratios only raise the
+    question of a negative; the network answers it.
+    """
+    linear = (rgb.reshape(-1, 3).astype(np.float32) / 255.0) ** 2.2
+    red, green, blue = np.percentile(linear, percentile, axis=0)
+    if red <= 1e-4:
+        return 1.0, 1.0
+    return float(green / red), float(blue / red)
+
+
+def has_orange_base(rgb: np.ndarray) -> bool:
+    """Whether a scan's brightest light is as orange as a colour negative's film base (`film_base_ratios`)."""
+    green, blue = film_base_ratios(rgb)
+    return green < ORANGE_BASE_RATIOS[0] and blue < ORANGE_BASE_RATIOS[1]
 
 
 def _positive_type(rgb: np.ndarray) -> str:
@@ -531,8 +560,13 @@ class Restorer:
         else:
             small_out = self._timed_pass(patched, "render", passes)
             input_type = self.input_type
-            if coarse_correlation(patched, small_out) < NEGATIVE_COARSE_CORRELATION:
-                # The network inverted its tones: ask again on the film-base-corrected inverted copy (module doc).
+            correlation = coarse_correlation(patched, small_out)
+            network_inverted = correlation < NEGATIVE_COARSE_CORRELATION
+            # With an orange film base, a partial inversion asks the same question (the network half-inverts some
+            # damaged colour negatives); the network's answer on the inverted copy decides either way.
+            if network_inverted or (input_type == "auto" and correlation < ORANGE_COARSE_CORRELATION
+                                    and has_orange_base(patched)):
+                # Ask again on the film-base-corrected inverted copy (module doc).
                 levels = negative_lut(patched)
                 inverted = cv2.LUT(patched, levels)
                 inverted_out = self._timed_pass(inverted, "inverted", passes)
@@ -545,6 +579,8 @@ class Restorer:
                         small, patched, holes = self._render_copies(rgb, impulses)
                     rgb, small, small_out, input_type = self._as_positive(rgb, small, patched, passes, done)
                     reported = "negative"
+                elif not network_inverted:
+                    pass                          # orange, but a positive: the network's first render stands
                 elif keeps_inverted:
                     # Told it is a positive, but the network sees a negative either way round: it cannot help
                     # with tones or colours, so the photo keeps its own (impulses and grain are still treated;

@@ -11,15 +11,20 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from skimage import data as skimage_data
 from torch import nn
 
+from degradations.functional import negative as film_negative
 from restore.baselines import hole_mask, negative_lut
 from restore.inference import (
     NEGATIVE_COARSE_CORRELATION,
     NEGATIVE_CORRELATION,
+    ORANGE_COARSE_CORRELATION,
     Restorer,
     chroma_spread,
     coarse_correlation,
+    film_base_ratios,
+    has_orange_base,
     fit_tone_curve,
     luma_correlation,
     remove_impulses,
@@ -280,6 +285,53 @@ def test_a_negative_inverted_only_in_its_tones_is_found_at_the_coarse_scale():
     assert np.corrcoef(*coarse)[0, 1] > 0.9
     # the positive itself stays a positive, in one pass
     assert len(restorer.restore_array(positive)[1]["passes"]) == 1
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee", "chelsea"])
+def test_a_positives_highlights_are_not_an_orange_film_base(name):
+    positive = getattr(skimage_data, name)()
+    assert not has_orange_base(positive)
+    assert not has_orange_base(np.repeat(cv2.cvtColor(positive, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2))
+    assert not has_orange_base(255 - positive)                  # a plain inversion has no orange mask
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee"])      # chelsea has no deep shadow: no clear film
+def test_the_orange_mask_of_colour_film_is_found_in_its_clearest_parts(name):
+    # the evaluation's mid-range colour film
+    negative = film_negative(getattr(skimage_data, name)(), base=(0.86, 0.44, 0.17), gamma=(0.55, 0.6, 0.65),
+                             exposure=1.0, flare=0.01, gain=1.0)
+    green, blue = film_base_ratios(negative)
+    assert blue < 0.3 and blue < green < 0.7
+    assert has_orange_base(negative)
+
+
+class _InvertsOrangeBand(nn.Module):
+    """A network that half-recognises colour negatives: on an orange image it inverts the left fifth only,
+    so the tones of its output still correlate with its input, though weakly; any other image it keeps."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if float(x[:, 0].mean() - x[:, 2].mean()) <= 0.2:
+            return x
+        out = x.clone()
+        band = x.shape[-1] // 5
+        out[..., :band] = -x[..., :band]
+        return out
+
+
+def test_an_orange_base_asks_about_a_negative_the_network_inverted_only_in_part():
+    positive = np.ascontiguousarray(_colourful()[:217, :333])
+    negative = _orange(255 - positive)
+    restorer = Restorer(model=_InvertsOrangeBand(), device="cpu", render_factor=32)
+    correlation = coarse_correlation(negative, restorer.run_network(negative))
+    assert NEGATIVE_COARSE_CORRELATION < correlation < ORANGE_COARSE_CORRELATION
+    restored, info = restorer.restore_array(negative)
+    assert info["input_type"] == "negative"
+    assert [p["name"] for p in info["passes"]] == ["render", "inverted"]
+    assert np.corrcoef(restored[..., 1].ravel().astype(float), positive[..., 1].ravel().astype(float))[0, 1] > 0.9
+    # without the orange base the same partial inversion is not asked about: a positive in one pass
+    plain = 255 - positive
+    assert not has_orange_base(plain)
+    assert [p["name"] for p in restorer.restore_array(plain)[1]["passes"]] == ["render"]
 
 
 def _with_dust(image: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
