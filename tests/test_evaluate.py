@@ -165,6 +165,20 @@ def test_painted_hole_is_detected_and_inpainted():
     assert (baselines.hole_mask(clean) > 0).mean() < 0.01
 
 
+def test_shaded_grey_scenery_is_not_taken_for_a_hole():
+    # a neutral grey surface (concrete, a wall in shade) is one chroma like a hole, but not one brightness
+    y, x = np.mgrid[0:96, 0:96]
+    rng = np.random.default_rng(0)
+    photo = np.stack([60 + x, 90 + y // 2, 160 - x // 2], axis=-1) + rng.normal(0, 3, (96, 96, 3))
+    photo = np.clip(photo, 0, 255).astype(np.uint8)
+    patch = (np.abs(x - 40) < 10) & (np.abs(y - 50) < 9)
+    shade = 200 + 50 * np.sin(x / 3.0) * np.cos(y / 4.0)                 # luminance std ~ 25 levels
+    photo[patch] = np.clip(shade[patch], 0, 254).astype(np.uint8)[:, None]
+    assert (baselines.hole_mask(photo) > 0)[patch].mean() < 0.05
+    # without the brightness tests it would be one
+    assert (baselines.hole_mask(photo, max_texture=None, max_blob_texture=None) > 0)[patch].mean() > 0.5
+
+
 def test_negative_inversion_recovers_the_photo(chelsea):
     negative = degrade_category(chelsea, "negative_color", 0)
     positive = baselines.invert_negative(negative)
