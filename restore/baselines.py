@@ -212,12 +212,7 @@ def hole_mask(image: np.ndarray, min_core: int = 4, max_core: float = 0.06, reac
     saturated = core_colour.max(axis=1) - core_colour.min(axis=1) > max_spread
     rejected = (area < min_core) | (area > max_core * image.shape[0] * image.shape[1]) | saturated
     if max_texture is not None:
-        luma = pixels.sum(axis=2).ravel().astype(np.float64) / 3.0
-        ids = labels.ravel()
-        counts = np.maximum(np.bincount(ids, minlength=count), 1)
-        mean = np.bincount(ids, luma, minlength=count) / counts
-        spread = np.sqrt(np.maximum(np.bincount(ids, luma * luma, minlength=count) / counts - mean * mean, 0.0))
-        rejected |= spread > max_texture
+        rejected |= _brightness_spread(pixels, labels, count) > max_texture
     rejected[0] = True
     labels[rejected[labels]] = 0
     # chroma of each core (its pixels share it up to the tolerance), then spread the labels `reach` px outward
@@ -227,6 +222,15 @@ def hole_mask(image: np.ndarray, min_core: int = 4, max_core: float = 0.06, reac
     same = np.all(np.abs(chroma - core_chroma[grown]) <= tolerance + 1, axis=2)
     mask = (((grown > 0) & same) | (labels > 0)).astype(np.uint8)
     return _contrasting(pixels, mask, min_contrast, max_blob_texture) * 255
+
+
+def _brightness_spread(pixels: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
+    """Standard deviation (levels) of the mean-of-channels brightness within each of `count` labels."""
+    luma = pixels.reshape(-1, 3).mean(axis=1)
+    ids = labels.ravel()
+    counts = np.maximum(np.bincount(ids, minlength=count), 1)
+    mean = np.bincount(ids, luma, minlength=count) / counts
+    return np.sqrt(np.maximum(np.bincount(ids, luma * luma, minlength=count) / counts - mean * mean, 0.0))
 
 
 def _contrasting(pixels: np.ndarray, mask: np.ndarray, min_contrast: float,
@@ -248,12 +252,7 @@ def _contrasting(pixels: np.ndarray, mask: np.ndarray, min_contrast: float,
     contrast = np.linalg.norm(mean_colour(labels > 0, labels) - mean_colour(ring, grown), axis=1)
     keep = contrast >= min_contrast
     if max_blob_texture is not None:
-        luma = flat.mean(axis=1)
-        ids = labels.ravel()
-        counts = np.maximum(np.bincount(ids, minlength=count), 1)
-        mean = np.bincount(ids, luma, minlength=count) / counts
-        spread = np.sqrt(np.maximum(np.bincount(ids, luma * luma, minlength=count) / counts - mean * mean, 0.0))
-        keep &= spread <= max_blob_texture
+        keep &= _brightness_spread(pixels, labels, count) <= max_blob_texture
     keep[0] = False
     return keep[labels].astype(np.uint8)
 

@@ -17,12 +17,12 @@ carried back to the original size:
 * Negatives: the network shows what it takes for a negative by inverting it. When it inverts a photo (its
   tones, compared at 32 px, anti-correlate with the input's: `coarse_correlation`), a second pass runs on
   the photo's film-base inversion (the classical density model of `restore.baselines.negative_lut`, its levels
-  read with the scan's holes inpainted): a real negative's inversion is a positive,
-  which the network keeps. A scan whose clearest parts are as orange as colour film's mask
-  (`has_orange_base`) asks the same question when the network inverts it only in part (correlation below
-  ORANGE_COARSE_CORRELATION): it half-inverts some damaged colour negatives. The negative is then restored as that positive, like a print or a colour scan:
-  the classical inversion sets its tones and removes the orange mask, the network repairs (and colourizes
-  black-and-white film). A network that inverts the copy too inverts whatever it is shown (a weak one does
+  read with the scan's holes inpainted): a real negative's inversion is a positive, which the network keeps.
+  A scan whose clearest parts are as orange as colour film's mask (`has_orange_base`) asks the same
+  question when the network inverts it only in part (correlation below ORANGE_COARSE_CORRELATION): it
+  half-inverts some damaged colour negatives. The negative is then restored as that positive, like a print
+  or a colour scan: the classical inversion sets its tones and removes the orange mask, the network repairs
+  (and colourizes black-and-white film). A network that inverts the copy too inverts whatever it is shown (a weak one does
   that to some dark sepia prints), so the photo is a positive. Positives take one pass; a noisy negative
   is denoised on the scan (non-local means) and its inversion takes a third.
 * Isolated impulses (salt-and-pepper) are removed at native resolution with a 3x3 median before anything.
