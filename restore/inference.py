@@ -74,6 +74,8 @@ COLOR_CHROMA_SPREAD = 4.0        # chroma not explained by luminance (8-bit leve
 DAMAGE_THRESHOLD = 40.0          # luminance levels between network and curve (high band) that mark damage
 LARGE_DAMAGE_THRESHOLD = 80.0    # levels from a global linear map that mark a large hole in a positive (40 took
                                  # whole faces a weak network renders darker; 80 also scored +0.9 dB on color_holes)
+DESATURATION_MIN_CHROMA = 20.0   # levels of input chroma (Cr, Cb from neutral) from which a hue is reliable
+DESATURATION_MIN_SCALE = 0.2     # network chroma at least this share of the input's, same hue: its own muting
 INPUT_EVIDENCE = 20.0            # levels of the input's own high band needed before the high band marks damage
 NOISY_NEGATIVE_SIGMA = 6.0       # levels of noise on a negative's scan above which it is denoised before inversion
 IMPULSE_FRACTION_NO_HOLES = 0.002  # more impulses than this (share of pixels): the hole detector is not run
@@ -305,6 +307,22 @@ def _chroma_departure(ycc_in: np.ndarray, ycc_out: np.ndarray) -> np.ndarray:
                       _linear_departure(ycc_in[..., 2], ycc_out[..., 2]))
 
 
+def _network_desaturation(ycc_in: np.ndarray, ycc_out: np.ndarray) -> np.ndarray:
+    """Per pixel, whether the network's chroma is the input's scaled down (same hue, kept 20-105%).
+
+    An MSE-trained network mutes small saturated objects (a red box becomes brown) beyond any global colour
+    map; that is its weakness, not damage of the photo. A stain's repair changes the hue or removes the colour.
+    """
+    chroma_in = ycc_in[..., 1:].astype(np.float32) - 128.0
+    chroma_out = ycc_out[..., 1:].astype(np.float32) - 128.0
+    power = np.einsum("...c,...c->...", chroma_in, chroma_in)
+    scale = np.einsum("...c,...c->...", chroma_out, chroma_in) / np.maximum(power, 1.0)
+    off_hue = np.linalg.norm(chroma_out - scale[..., None] * chroma_in, axis=-1)
+    magnitude = np.sqrt(power)
+    return ((magnitude >= DESATURATION_MIN_CHROMA) & (scale >= DESATURATION_MIN_SCALE) & (scale <= 1.05)
+            & (off_hue <= np.maximum(6.0, 0.25 * magnitude)))
+
+
 def transfer(full: np.ndarray, small_in: np.ndarray, small_out: np.ndarray, input_type: str = "auto",
              tones: str = "input", saturation: float = 1.0, *, holes: np.ndarray | None = None
              ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -376,8 +394,11 @@ def transfer(full: np.ndarray, small_in: np.ndarray, small_out: np.ndarray, inpu
         # A colour photo keeps its chroma except where the network repaired it. Stains change colour without
         # changing luminance, and can be large, so a high band would miss their inside: instead, what a global
         # linear colour map (input chroma -> network chroma: a cast correction, a weak network's overall
-        # desaturation) does not explain marks damage, whatever its size.
-        damage |= _chroma_departure(ycc_small_in, ycc_small_out) > DAMAGE_THRESHOLD
+        # desaturation) does not explain marks damage, whatever its size ... unless the network only muted a
+        # saturated colour, keeping its hue (a red box on bop_f.jpg came out a brown smear; restore-eval, 46
+        # photos: colour + holes +0.01 dB, colour negative + holes -0.01, other colour categories level).
+        damage |= ((_chroma_departure(ycc_small_in, ycc_small_out) > DAMAGE_THRESHOLD)
+                   & ~_network_desaturation(ycc_small_in, ycc_small_out))
     if holes is not None:
         if holes.shape != damage.shape:
             raise ValueError(f"holes mask {holes.shape} does not match the render size {damage.shape}")

@@ -24,8 +24,8 @@ from restore.inference import (
     chroma_spread,
     coarse_correlation,
     film_base_ratios,
-    has_orange_base,
     fit_tone_curve,
+    has_orange_base,
     luma_correlation,
     remove_impulses,
     render_shape,
@@ -159,6 +159,41 @@ def test_colour_stain_is_repaired_even_when_luminance_is_unchanged():
     assert np.abs(_ycc(stained)[stain][..., 1] - _ycc(clean)[stain][..., 1]).mean() > 40
     away = (slice(20, 120), slice(20, 200))
     assert np.abs(_ycc(restored)[away][..., 1:] - _ycc(stained)[away][..., 1:]).mean() < 1.0  # own colours
+
+
+def _red_box_photo() -> tuple[np.ndarray, tuple[slice, slice]]:
+    """A colour photo with a small saturated red box (a boat's sail, a sign) and its box's slices."""
+    photo = _colourful().astype(np.float32) * 0.5 + 64            # muted colours around
+    box = (slice(170, 230), slice(280, 350))
+    photo[box] = (200, 40, 30)
+    return photo.astype(np.uint8), box
+
+
+def _with_box_chroma(small: np.ndarray, box: tuple[slice, slice], chroma) -> np.ndarray:
+    """`small` (render size) with the render-size box's Cr/Cb replaced by `chroma(cr_cb)` (offsets from 128)."""
+    ycc = _ycc(small)
+    rows = slice(round(box[0].start * SMALL[0] / HEIGHT), round(box[0].stop * SMALL[0] / HEIGHT))
+    cols = slice(round(box[1].start * SMALL[1] / WIDTH), round(box[1].stop * SMALL[1] / WIDTH))
+    ycc[rows, cols, 1:] = 128 + chroma(ycc[rows, cols, 1:] - 128)
+    return cv2.cvtColor(np.clip(ycc, 0, 255).astype(np.uint8), cv2.COLOR_YCrCb2RGB)
+
+
+@pytest.mark.parametrize("muted, kept", [
+    (lambda chroma: chroma * 0.3, True),                           # the network's muting: same hue, less of it
+    (lambda chroma: chroma * 0.0 + np.array([-20.0, 25.0]), False),  # a repair: another hue altogether
+    (lambda chroma: chroma * 0.05, False),                         # a repair: the colour removed
+])
+def test_muted_saturated_object_keeps_its_colour_but_a_hue_change_is_taken(muted, kept):
+    photo, box = _red_box_photo()
+    small_in = _small(photo)
+    out = _with_box_chroma(small_in, box, muted)
+    restored, info = transfer(photo, small_in, out)
+    assert info["input_type"] == "color"
+    inside = (slice(box[0].start + 12, box[0].stop - 12), slice(box[1].start + 12, box[1].stop - 12))
+    own = np.abs(_ycc(restored)[inside][..., 1:] - _ycc(photo)[inside][..., 1:]).mean()
+    taken = np.abs(_ycc(restored)[inside][..., 1:] - cv2.resize(
+        _ycc(out), (WIDTH, HEIGHT), interpolation=cv2.INTER_LINEAR)[inside][..., 1:]).mean()
+    assert (own < 3.0) if kept else (taken < 3.0 and own > 15.0)
 
 
 def test_black_and_white_photo_takes_the_networks_colours():
