@@ -19,8 +19,9 @@ carried back to the original size:
   the photo's film-base inversion (the classical density model of `restore.baselines.negative_lut`, its levels
   read with the scan's holes inpainted): a real negative's inversion is a positive, which the network keeps.
   A scan whose clearest parts are as orange as colour film's mask (`has_orange_base`) asks the same
-  question when the network inverts it only in part (correlation below ORANGE_COARSE_CORRELATION): it
-  half-inverts some damaged colour negatives. The negative is then restored as that positive, like a print
+  question whatever the network did (it half-inverts some damaged colour negatives, or leaves them nearly
+  as they are); then the network must also change the scan itself far more than its inverted copy
+  (ORANGE_CHANGE_RATIO: a warm-lit positive's inverted copy is changed as much). The negative is then restored as that positive, like a print
   or a colour scan: the classical inversion sets its tones and removes the orange mask, the network repairs
   (and colourizes black-and-white film). A network that inverts the copy too inverts whatever it is shown (a weak one does
   that to some dark sepia prints), so the photo is a positive. Positives take one pass; a noisy negative
@@ -67,9 +68,9 @@ COARSE_SIDE = 32                 # px: long side of the copies whose tones `coar
 NEGATIVE_COARSE_CORRELATION = 0.25  # network output vs input at COARSE_SIDE below this: it inverted the tones
 FILM_BASE_PERCENTILE = 98.0      # the brightest 2% of a scan: on a colour negative, its clearest film (the base)
 ORANGE_BASE_RATIOS = (0.8, 0.35)  # G/R and B/R of that light below both: an orange mask, as on a colour negative
-ORANGE_COARSE_CORRELATION = 0.65  # with an orange mask, network output vs input below this: asked as a negative
-                                  # (0.4-early: damaged colour negatives it missed 0.29/0.42/0.87, orange-lit
-                                  # positives 0.93-0.99)
+ORANGE_CHANGE_RATIO = 1.3        # with an orange mask: the network changes the scan this many times more than
+                                 # its inverted copy: a negative (0.4-early on eval negatives with holes it
+                                 # half-inverts 1.5-2.0, orange-lit positives 0.88-1.04)
 COLOR_CHROMA_SPREAD = 4.0        # chroma not explained by luminance (8-bit levels, rms) above this: colour
 DAMAGE_THRESHOLD = 40.0          # luminance levels between network and curve (high band) that mark damage
 LARGE_DAMAGE_THRESHOLD = 80.0    # levels from a global linear map that mark a large hole in a positive (40 took
@@ -223,6 +224,11 @@ def has_orange_base(rgb: np.ndarray) -> bool:
     """Whether a scan's brightest light is as orange as a colour negative's film base (`film_base_ratios`)."""
     green, blue = film_base_ratios(rgb)
     return green < ORANGE_BASE_RATIOS[0] and blue < ORANGE_BASE_RATIOS[1]
+
+
+def _mean_change(image: np.ndarray, out: np.ndarray) -> float:
+    """Mean absolute difference (levels) between a network's input and its output."""
+    return float(np.abs(image.astype(np.int16) - out.astype(np.int16)).mean())
 
 
 def _positive_type(rgb: np.ndarray) -> str:
@@ -583,15 +589,20 @@ class Restorer:
             input_type = self.input_type
             correlation = coarse_correlation(patched, small_out)
             network_inverted = correlation < NEGATIVE_COARSE_CORRELATION
-            # With an orange film base, a partial inversion asks the same question (the network half-inverts some
-            # damaged colour negatives); the network's answer on the inverted copy decides either way.
-            if network_inverted or (input_type == "auto" and correlation < ORANGE_COARSE_CORRELATION
-                                    and has_orange_base(patched)):
+            # With an orange film base the same question is asked even when the network did not invert it
+            # (it half-inverts some damaged colour negatives, or barely touches them).
+            orange = input_type == "auto" and not network_inverted and has_orange_base(patched)
+            if network_inverted or orange:
                 # Ask again on the film-base-corrected inverted copy (module doc).
                 levels = negative_lut(patched)
                 inverted = cv2.LUT(patched, levels)
                 inverted_out = self._timed_pass(inverted, "inverted", passes)
                 keeps_inverted = luma_correlation(inverted, inverted_out) > -NEGATIVE_CORRELATION
+                if orange:
+                    # The network keeps a warm positive's inverted copy too: a negative is the scan it changes
+                    # far more than the positive made of it.
+                    keeps_inverted &= (_mean_change(patched, small_out)
+                                       > ORANGE_CHANGE_RATIO * _mean_change(inverted, inverted_out))
                 if keeps_inverted and input_type == "auto":          # a negative
                     done: tuple[np.ndarray, np.ndarray] | None = (levels, inverted_out)
                     denoised_sigma, clean = _denoised_if_noisy(rgb)
