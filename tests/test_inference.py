@@ -160,6 +160,18 @@ def test_colour_stain_is_repaired_even_when_luminance_is_unchanged():
     assert np.abs(_ycc(restored)[away][..., 1:] - _ycc(stained)[away][..., 1:]).mean() < 1.0  # own colours
 
 
+def test_a_colour_photos_untouched_pixels_are_its_own_exactly():
+    clean = _colourful()
+    stained = clean.copy()
+    stained[150:250, 250:370] = (235, 230, 225)                       # a paper-white hole
+    restored, info = transfer(stained, _small(stained), _small(clean))  # stand-in model: knows the clean photo
+    assert info["input_type"] == "color" and 0 < info["damage_fraction"] < 0.2
+    away = (slice(0, 100), slice(0, 200))
+    assert np.array_equal(restored[away], stained[away])             # no 8-bit YCrCb round trip outside it
+    hole = (slice(170, 230), slice(270, 350))
+    assert np.abs(restored[hole].astype(int) - clean[hole]).mean() < 8
+
+
 def _red_box_photo() -> tuple[np.ndarray, tuple[slice, slice]]:
     """A colour photo with a small saturated red box (a boat's sail, a sign) and its box's slices."""
     photo = _colourful().astype(np.float32) * 0.5 + 64            # muted colours around
