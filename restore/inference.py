@@ -21,11 +21,12 @@ carried back to the original size:
   A scan whose clearest parts are as orange as colour film's mask (`has_orange_base`) asks the same
   question whatever the network did (it half-inverts some damaged colour negatives, or leaves them nearly
   as they are); then the network must also change the scan itself far more than its inverted copy
-  (ORANGE_CHANGE_RATIO: a warm-lit positive's inverted copy is changed as much). The negative is then restored as that positive, like a print
-  or a colour scan: the classical inversion sets its tones and removes the orange mask, the network repairs
-  (and colourizes black-and-white film). A network that inverts the copy too inverts whatever it is shown (a weak one does
-  that to some dark sepia prints), so the photo is a positive. Positives take one pass; a noisy negative
-  is denoised on the scan (non-local means) and its inversion takes a third.
+  (ORANGE_CHANGE_RATIO: a warm-lit positive's inverted copy is changed as much). The negative is then
+  restored as that positive, like a print or a colour scan: the classical inversion sets its tones and
+  removes the orange mask, the network repairs (and colourizes black-and-white film). A network that
+  inverts the copy too inverts whatever it is shown (a weak one does that to some dark sepia prints), so the
+  photo is a positive. Positives take one pass (an orange-lit one two); a noisy negative is denoised on the
+  scan (non-local means) and its inversion takes a third.
 * Isolated impulses (salt-and-pepper) are removed at native resolution with a 3x3 median before anything.
 * Holes on a colour photo or colour negative (blobs of one near-neutral colour: missing emulsion, dust, opaque
   scratches; `restore.baselines.hole_mask`) are inpainted classically on the render-size copy before the
@@ -34,7 +35,8 @@ carried back to the original size:
   full-resolution luminance. This is DeOldify's trick and it works because vision resolves colour far more
   coarsely than brightness (the reason JPEG subsamples chroma), so low-resolution colour looks sharp on
   sharp luminance. A colour photo that needs only repair keeps its own chroma outside the damage mask
-  (smoothed when the photo is noisy: chroma noise is the most visible part of colour noise).
+  (smoothed when the photo is noisy: chroma noise is the most visible part of colour noise), and its
+  pixels whose YCrCb nothing changed are its own, bit for bit (no 8-bit colour-space round trip).
 
 `Restorer.restore` is pure: no printing, plotting or I/O besides loading the weights once.
 """
