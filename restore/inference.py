@@ -57,6 +57,7 @@ from torch import nn
 from restore.baselines import denoise_gaussian, estimate_noise_sigma, hole_mask, inpaint_holes, negative_lut
 from restore.imageio import arrays_to_pil, pil_to_arrays
 from restore.imaging import to_tensor, to_uint8
+from restore.metrics import mae
 from restore.weights import WeightsError, default_weights_path, load_generator
 
 log = logging.getLogger(__name__)
@@ -226,11 +227,6 @@ def has_orange_base(rgb: np.ndarray) -> bool:
     """Whether a scan's brightest light is as orange as a colour negative's film base (`film_base_ratios`)."""
     green, blue = film_base_ratios(rgb)
     return green < ORANGE_BASE_RATIOS[0] and blue < ORANGE_BASE_RATIOS[1]
-
-
-def _mean_change(image: np.ndarray, out: np.ndarray) -> float:
-    """Mean absolute difference (levels) between a network's input and its output."""
-    return float(np.abs(image.astype(np.int16) - out.astype(np.int16)).mean())
 
 
 def _positive_type(rgb: np.ndarray) -> str:
@@ -616,8 +612,8 @@ class Restorer:
                 if orange:
                     # The network keeps a warm positive's inverted copy too: a negative is the scan it changes
                     # far more than the positive made of it.
-                    keeps_inverted &= (_mean_change(patched, small_out)
-                                       > ORANGE_CHANGE_RATIO * _mean_change(inverted, inverted_out))
+                    keeps_inverted &= (mae(small_out, patched)
+                                       > ORANGE_CHANGE_RATIO * mae(inverted_out, inverted))
                 if keeps_inverted and input_type == "auto":          # a negative
                     done: tuple[np.ndarray, np.ndarray] | None = (levels, inverted_out)
                     denoised_sigma, clean = _denoised_if_noisy(rgb)
