@@ -21,6 +21,8 @@ import numpy as np
 
 # Display gamma used to linearise a scan: negative density is defined on linear light.
 _GAMMA = 2.2
+# Film exposure latitude K of `negative_lut`'s log response: the range it is looked for in.
+_LATITUDE_RANGE = (0.2, 5.0)
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ def invert_negative(scan: np.ndarray, base_percentile: float = 99.5,
 
 def negative_lut(sample: np.ndarray, base_percentile: float = 99.5,
                  stretch_percentiles: tuple[float, float] = (0.5, 99.5),
-                 target_mean: float = 0.45) -> np.ndarray:
+                 target_mean: float = 0.45, reference: np.ndarray | None = None) -> np.ndarray:
     """Per-channel inversion table (uint8 256x1x3, for `cv2.LUT`) of a negative, its levels set from `sample`.
 
     Every step is a per-channel function of the pixel value, so the levels can come from a small copy and the
@@ -84,15 +86,20 @@ def negative_lut(sample: np.ndarray, base_percentile: float = 99.5,
     2. Divide the base out: what remains is the transmittance of the exposed dyes, whose optical density
        -log10(T) grows with the log of the scene light. Stretch the density per channel (percentiles), which
        also cancels each dye layer's different contrast and so the orange cast.
-    3. Map density back to light with the film's log response, out = (10^(K d) - 1) / (10^K - 1), choosing K
-       (the film's exposure latitude, unknown from one frame) so the mean display level is `target_mean`,
-       the auto-exposure prior of a mid-grey average scene.
+    3. Map density back to light with the film's log response, out = (10^(K d) - 1) / (10^K - 1). K (the
+       film's exposure latitude) is unknown from one frame and sets every mid-tone, so it is where most of the
+       error is: without a `reference`, K makes the mean display level `target_mean`, the auto-exposure prior
+       of a mid-grey average scene. `reference` (uint8 RGB, `sample`'s shape): a positive of the same scene,
+       however rough (e.g. a network's inversion of `sample`); K is the one whose positive is closest to it
+       (least squares over all pixels), so it only has to get the overall tones right, not the detail.
 
     The percentiles and `target_mean` were checked on training photos (whose mean level is 0.47) over the
     four negative categories: wider percentiles (0.1/99.9) gain on clean negatives but lose more where dust
     and scratches the hole detector misses sit outside the film's range.
     """
     _check(sample)
+    if reference is not None and reference.shape != sample.shape:
+        raise ValueError(f"reference {reference.shape} and sample {sample.shape} differ in shape")
     levels = (np.arange(256, dtype=np.float32) / 255.0) ** _GAMMA         # linear light of each uint8 level
     linear = levels[sample]
     base = np.percentile(linear.reshape(-1, 3), base_percentile, axis=0)
@@ -103,20 +110,35 @@ def negative_lut(sample: np.ndarray, base_percentile: float = 99.5,
     density = density_of(linear).reshape(-1, 3)
     low, high = np.percentile(density, list(stretch_percentiles), axis=0)
     scale = np.maximum(high - low, 1e-6)
-    # Bisection on K on a subsample: the mean level falls monotonically as K grows.
-    sample_density = np.clip((density_of(linear[::4, ::4]) - low) / scale, 0.0, 1.0)
-    k_low, k_high = 0.2, 5.0
-    for _ in range(20):
-        k = 0.5 * (k_low + k_high)
-        mean = float(np.mean(((10.0 ** (k * sample_density) - 1.0) / (10.0**k - 1.0)) ** (1.0 / _GAMMA)))
-        if mean > target_mean:
-            k_low = k
-        else:
-            k_high = k
-    k = 0.5 * (k_low + k_high)
+    # normalised density of each uint8 level, per channel (256x3): the table is a function of this and K
     grid_density = np.clip((density_of(np.repeat(levels[:, None], 3, axis=1)) - low) / scale, 0.0, 1.0)
-    positive = ((10.0 ** (k * grid_density) - 1.0) / (10.0**k - 1.0)) ** (1.0 / _GAMMA)
-    return np.clip(np.rint(positive * 255.0), 0, 255).astype(np.uint8).reshape(256, 1, 3)
+
+    def positive(k: np.ndarray | float, nd: np.ndarray) -> np.ndarray:
+        return ((10.0 ** (k * nd) - 1.0) / (10.0**k - 1.0)) ** (1.0 / _GAMMA)
+
+    if reference is None:
+        # Bisection on K on a subsample: the mean level falls monotonically as K grows.
+        sample_density = np.clip((density_of(linear[::4, ::4]) - low) / scale, 0.0, 1.0)
+        k_low, k_high = _LATITUDE_RANGE
+        for _ in range(20):
+            k = 0.5 * (k_low + k_high)
+            if float(np.mean(positive(k, sample_density))) > target_mean:
+                k_low = k
+            else:
+                k_high = k
+        k = 0.5 * (k_low + k_high)
+    else:
+        # Squared error of each candidate K from per-level sums of the reference: sum over levels and channels
+        # of n*p^2 - 2*p*sum(ref) (the sum of ref^2 is the same for every K), so no image is rendered.
+        counts = np.stack([np.bincount(sample[..., c].ravel(), minlength=256) for c in range(3)], axis=1)
+        ref_sums = np.stack([np.bincount(sample[..., c].ravel(), reference[..., c].ravel().astype(np.float64) / 255.0,
+                                         minlength=256) for c in range(3)], axis=1)
+        candidates = np.linspace(*_LATITUDE_RANGE, 481)[:, None, None]
+        tables = positive(candidates, grid_density[None].astype(np.float64))
+        errors = np.sum(counts * tables**2 - 2.0 * tables * ref_sums, axis=(1, 2))
+        k = float(candidates[int(np.argmin(errors)), 0, 0])
+    table = positive(k, grid_density)
+    return np.clip(np.rint(table * 255.0), 0, 255).astype(np.uint8).reshape(256, 1, 3)
 
 
 def impulse_mask(image: np.ndarray, threshold: int = 40) -> np.ndarray:

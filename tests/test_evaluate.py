@@ -189,6 +189,22 @@ def test_negative_inversion_recovers_the_photo(chelsea):
     assert metrics.delta_e(positive, chelsea) < 0.5 * metrics.delta_e(negative, chelsea)
 
 
+def test_a_rough_reference_positive_sets_the_inversions_tones():
+    photo = np.clip(255 * (data.astronaut()[::2, ::2] / 255.0) ** 1.8, 0, 255).astype(np.uint8)   # low key
+    negative = degrade_category(photo, "negative_color", 0)
+    by_prior = cv2.LUT(negative, baselines.negative_lut(negative))
+    # a blurred, noisy positive of the scene (what a network's inversion gives) carries its overall tones
+    rough = cv2.GaussianBlur(photo, (0, 0), 4.0).astype(np.float32)
+    rough += np.random.default_rng(0).normal(0, 20, rough.shape)
+    rough = np.clip(rough, 0, 255).astype(np.uint8)
+    by_reference = cv2.LUT(negative, baselines.negative_lut(negative, reference=rough))
+    assert metrics.psnr(by_reference, photo) > metrics.psnr(by_prior, photo) + 3.0
+    # the detail is still the scan's own: sharper than the reference
+    assert metrics.psnr(by_reference, photo) > metrics.psnr(rough, photo) + 5.0
+    with pytest.raises(ValueError, match="reference"):
+        baselines.negative_lut(negative, reference=rough[:-1])
+
+
 # --- helpers ---------------------------------------------------------------------------------------------------------
 
 def test_find_photos_and_fit_max_side(photo_dir):

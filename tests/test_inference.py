@@ -16,6 +16,7 @@ from torch import nn
 
 from degradations.functional import negative as film_negative
 from restore.baselines import hole_mask, negative_lut
+from restore.imaging import to_tensor, to_uint8
 from restore.inference import (
     NEGATIVE_COARSE_CORRELATION,
     NEGATIVE_CORRELATION,
@@ -30,6 +31,7 @@ from restore.inference import (
     render_shape,
     transfer,
 )
+from restore.metrics import psnr
 from restore.weights import WeightsError
 
 HEIGHT, WIDTH = 400, 600
@@ -287,9 +289,11 @@ def test_restorer_keeps_odd_sizes_and_checks_a_negative_on_its_inverted_copy():
     assert [p["name"] for p in info["passes"]] == ["render", "inverted"]
     assert info["passes"][0]["shape"] == (96, 128)
     assert render_shape(217, 333, 8) == info["render_size"] == (83, 128)
-    # restored as the positive that film-base removal makes of it: neutral, not orange or blue
+    # restored as the positive that film-base removal makes of it, its latitude fitted to the network's
+    # reading of the scan (here a plain inversion): neutral, not orange or blue
     levels_from = cv2.resize(negative, (128, 83), interpolation=cv2.INTER_AREA)     # the render-size copy
-    assert np.abs(restored.astype(int) - cv2.LUT(negative, negative_lut(levels_from))).mean() < 4.0
+    levels = negative_lut(levels_from, reference=255 - levels_from)
+    assert np.abs(restored.astype(int) - cv2.LUT(negative, levels)).mean() < 4.0
     assert np.abs(restored[..., 0].astype(int) - restored[..., 2]).mean() < 3.0
     assert np.corrcoef(restored[..., 1].ravel().astype(float), positive[..., 1].ravel().astype(float))[0, 1] > 0.95
 
@@ -533,6 +537,48 @@ def test_forced_negative_is_inverted_even_by_a_network_that_does_not_invert():
     # per-channel levels also stretch the range: compare after normalising both
     correlation = np.corrcoef(restored[..., 0].ravel().astype(float), positive[..., 0].ravel().astype(float))
     assert correlation[0, 1] > 0.95
+
+
+class _ReadsNegative(nn.Module):
+    """A network that reads colour negatives about right: on an orange image it answers a blurred copy of the
+    true positive (the scene's tones, none of its detail); any other image it keeps."""
+
+    def __init__(self, positive: np.ndarray):
+        super().__init__()
+        self.register_buffer("positive", to_tensor(cv2.GaussianBlur(positive, (0, 0), 4.0))[None])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.positive.clone() if float(x[:, 0].mean() - x[:, 2].mean()) > 0.2 else x
+
+
+def _low_key_scene() -> np.ndarray:
+    """Colour blobs with fine texture, tone curve x^1.8: darker mid-tones than a mid-grey scene's."""
+    y, x = np.mgrid[0:224, 0:320]
+    texture = 15 * np.sin(2 * np.pi * x / 8.0) * np.sin(2 * np.pi * y / 8.0)
+    scene = np.clip(_colourful()[:224, :320] + texture[..., None], 0, 255) / 255.0
+    return np.clip(255 * scene**1.8 + 0.5, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("input_type", ["auto", "negative"])
+def test_the_networks_reading_of_a_negative_sets_the_inversions_tones(input_type):
+    positive = _low_key_scene()                                          # fits the render size: no resizing
+    negative = film_negative(positive, base=(0.86, 0.44, 0.17), gamma=(0.55, 0.6, 0.65), exposure=1.0,
+                             flare=0.01, gain=1.0)
+    network = _ReadsNegative(positive)
+    restored, info = Restorer(model=network, device="cpu", render_factor=32,
+                              input_type=input_type).restore_array(negative)
+    assert info["input_type"] == "negative"
+    assert [p["name"] for p in info["passes"]] == (["render", "inverted"] if input_type == "auto"
+                                                   else ["scan", "render"])
+    # far closer than the mid-grey prior's inversion, and sharp: the detail is the scan's, not the network's
+    by_prior = cv2.LUT(negative, negative_lut(negative))
+    blurred = to_uint8(network.positive[0])
+    assert psnr(restored, positive) > psnr(by_prior, positive) + 10.0
+    assert psnr(restored, positive) > psnr(blurred, positive) + 10.0
+    # told it is a negative, a network that does not invert it leaves the tones to the prior
+    plain, _ = Restorer(model=_Identity(), device="cpu", render_factor=32,
+                        input_type="negative").restore_array(negative)
+    assert np.abs(plain.astype(int) - by_prior).mean() < 2.0
 
 
 def test_restore_pil_keeps_size_and_alpha_with_real_weights(tiny_weights):
