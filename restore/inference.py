@@ -34,7 +34,8 @@ carried back to the original size:
 * Isolated impulses (salt-and-pepper) are removed at native resolution with a 3x3 median before anything.
 * Holes on a colour photo or colour negative (blobs of one near-neutral colour: missing emulsion, dust, opaque
   scratches; `restore.baselines.hole_mask`) are inpainted classically on the render-size copy before the
-  network sees it, and the repair is taken there: a from-scratch network fills large holes poorly.
+  network sees it, and the repair there is the mean of the network's and that fill (either alone errs more:
+  a from-scratch network fills large holes poorly).
 * Colour: chroma (YCrCb Cr/Cb) from the render-size output, upsampled bilinearly and combined with the
   full-resolution luminance. This is DeOldify's trick and it works because vision resolves colour far more
   coarsely than brightness (the reason JPEG subsamples chroma), so low-resolution colour looks sharp on
@@ -352,8 +353,10 @@ def transfer(full: np.ndarray, small_in: np.ndarray, small_out: np.ndarray, inpu
     it repairs damage); "network" carries the network's tone corrections (fading, uneven exposure) over too.
     `saturation` scales the colours the network gives a black-and-white photo (1: as predicted; the MSE-trained
     network predicts muted colours, and more scores lower in PSNR/ΔE but looks more colourful).
-    `holes`: render-size mask (non-zero = known damage, e.g. `restore.baselines.hole_mask`) where the network's
-    output is taken whatever it departs by (a large hole's inside shows no edge for the damage tests to find).
+    `holes`: render-size mask (non-zero = known damage, e.g. `restore.baselines.hole_mask`, which already
+    reaches over a hole's rim) where the repair is taken whatever it departs by (a large hole's inside shows no
+    edge for the damage tests to find): the mean of the network's output and a classical (Telea) fill of
+    `small_in`, which errs less than either alone.
     Returns (uint8 RGB of `full`'s shape, info with "input_type" in {"negative", "bw", "color"}).
     """
     if input_type not in INPUT_TYPES:
@@ -405,7 +408,11 @@ def transfer(full: np.ndarray, small_in: np.ndarray, small_out: np.ndarray, inpu
     if own_tones:
         # The network's coarse band is not taken outside damage, so a large hole's inside (invisible to the
         # high band) must be found too: what a global linear brightness map does not explain, at any scale.
-        damage |= _linear_departure(y_small_in, y_small_out) > LARGE_DAMAGE_THRESHOLD
+        # Not on colour, where the holes mask finds them: there it fired on the network's own tone errors
+        # (restore-eval's 46 photos and recipes, shipped model: +0.05 to +0.18 dB in the colour categories,
+        # colour negative + holes -0.01).
+        if detected != "color":
+            damage |= _linear_departure(y_small_in, y_small_out) > LARGE_DAMAGE_THRESHOLD
         lut = np.arange(256, dtype=np.float32)
     curve_small = lut[y_small_in]
     if detected == "color":
@@ -417,14 +424,25 @@ def transfer(full: np.ndarray, small_in: np.ndarray, small_out: np.ndarray, inpu
         # photos: colour + holes +0.01 dB, colour negative + holes -0.01, other colour categories level).
         damage |= ((_chroma_departure(ycc_small_in, ycc_small_out) > DAMAGE_THRESHOLD)
                    & ~_network_desaturation(ycc_small_in, ycc_small_out))
+    damage = damage.astype(np.uint8)
+    damage = cv2.dilate(damage, np.ones((3, 3), np.uint8))
+    alpha_small = np.clip(cv2.GaussianBlur(damage.astype(np.float32), (0, 0), 1.0) * 1.5, 0.0, 1.0)
     if holes is not None:
         if holes.shape != damage.shape:
             raise ValueError(f"holes mask {holes.shape} does not match the render size {damage.shape}")
-        damage |= holes > 0
-    damage = damage.astype(np.uint8)
-    damage = cv2.dilate(damage, np.ones((3, 3), np.uint8))
+        # The mask is taken as it is (not grown: the pixels around a hole are the photo's), and the repair in
+        # it is half the network's, half a classical fill (restore-eval's 46 photos, colour + holes: the
+        # network's alone 26.47 dB, dE 0.85; with the fill 26.53, 0.81; the grown mask 26.46, 0.86).
+        inside = holes > 0
+        damage |= inside
+        if inside.any():
+            filled = inpaint_holes(small_in, inside.astype(np.uint8))
+            small_out = small_out.copy()
+            small_out[inside] = ((small_out[inside].astype(np.uint16) + filled[inside] + 1) // 2).astype(np.uint8)
+            ycc_small_out = cv2.cvtColor(small_out, cv2.COLOR_RGB2YCrCb)
+            y_small_out = ycc_small_out[..., 0].astype(np.float32)
+            alpha_small[inside] = 1.0
     damage_fraction = float(damage.mean())
-    alpha_small = np.clip(cv2.GaussianBlur(damage.astype(np.float32), (0, 0), 1.0) * 1.5, 0.0, 1.0)
     del residual, damage
 
     ycc = cv2.cvtColor(full, cv2.COLOR_RGB2YCrCb)

@@ -15,7 +15,7 @@ from skimage import data as skimage_data
 from torch import nn
 
 from degradations.functional import negative as film_negative
-from restore.baselines import hole_mask, negative_lut
+from restore.baselines import hole_mask, inpaint_holes, negative_lut
 from restore.imaging import to_tensor, to_uint8
 from restore.inference import (
     NEGATIVE_COARSE_CORRELATION,
@@ -166,12 +166,47 @@ def test_a_colour_photos_untouched_pixels_are_its_own_exactly():
     clean = _colourful()
     stained = clean.copy()
     stained[150:250, 250:370] = (235, 230, 225)                       # a paper-white hole
-    restored, info = transfer(stained, _small(stained), _small(clean))  # stand-in model: knows the clean photo
+    small = _small(stained)
+    holes = hole_mask(small)                                           # as `Restorer` finds it
+    restored, info = transfer(stained, small, _small(clean), holes=holes)  # stand-in model: knows the clean photo
     assert info["input_type"] == "color" and 0 < info["damage_fraction"] < 0.2
     away = (slice(0, 100), slice(0, 200))
     assert np.array_equal(restored[away], stained[away])             # no 8-bit YCrCb round trip outside it
-    hole = (slice(170, 230), slice(270, 350))
-    assert np.abs(restored[hole].astype(int) - clean[hole]).mean() < 8
+    hole = (slice(170, 230), slice(270, 350))                        # repaired (half network, half fill)
+    assert np.abs(restored[hole].astype(int) - clean[hole]).mean() < 0.5 * np.abs(stained[hole].astype(int)
+                                                                                  - clean[hole]).mean()
+
+
+def test_a_holes_repair_is_half_the_networks_half_a_classical_fill_and_stops_at_the_mask():
+    photo = _small(_colourful())                                        # render size: no resizing
+    holes = np.zeros(photo.shape[:2], np.uint8)
+    holes[30:60, 40:80] = 255
+    painted = photo.copy()
+    painted[holes > 0] = 0                                              # the network fills the hole with black
+    restored, info = transfer(photo, photo, painted, holes=holes)
+    assert info["input_type"] == "color"
+    expected = (painted.astype(int) + inpaint_holes(photo, holes)) / 2
+    inner = (slice(32, 58), slice(42, 78))
+    assert np.abs(restored[inner] - expected[inner]).mean() < 3.0
+    # the pixels around the hole are the photo's own, exactly
+    ring = (cv2.dilate(holes, np.ones((5, 5), np.uint8)) > 0) & (holes == 0)
+    assert np.array_equal(restored[ring], photo[ring])
+
+
+@pytest.mark.parametrize("colour", [True, False])
+def test_a_networks_large_departure_is_not_damage_on_a_colour_photo(colour):
+    photo = (_colourful() * 0.4 + 100).astype(np.uint8) if colour else _scene()     # mid-tones
+    small_in = _small(photo)
+    y, x = np.mgrid[0:SMALL[0], 0:SMALL[1]]
+    disc = (y - 45) ** 2 + (x - 60) ** 2 < 20**2
+    ycc = _ycc(small_in)
+    ycc[disc, 0] -= 90                                                  # a large area far darker, same colours
+    darker = cv2.cvtColor(np.clip(ycc, 0, 255).astype(np.uint8), cv2.COLOR_YCrCb2RGB)
+    restored, info = transfer(photo, small_in, darker)
+    if colour:      # its holes are the holes mask's to find: the photo is kept
+        assert info["damage_fraction"] == 0 and np.array_equal(restored, photo)
+    else:           # a print has no holes mask: a departure this large is a hole, taken from the network
+        assert info["damage_fraction"] > 0.02
 
 
 def _red_box_photo() -> tuple[np.ndarray, tuple[slice, slice]]:
