@@ -197,10 +197,13 @@ def test_a_rough_reference_positive_sets_the_inversions_tones():
     rough = cv2.GaussianBlur(photo, (0, 0), 4.0).astype(np.float32)
     rough += np.random.default_rng(0).normal(0, 20, rough.shape)
     rough = np.clip(rough, 0, 255).astype(np.uint8)
-    by_reference = cv2.LUT(negative, baselines.negative_lut(negative, reference=rough))
+    by_reference = cv2.LUT(negative, baselines.negative_lut(negative, reference=rough, reference_weight=1.0))
     assert metrics.psnr(by_reference, photo) > metrics.psnr(by_prior, photo) + 3.0
     # the detail is still the scan's own: sharper than the reference
     assert metrics.psnr(by_reference, photo) > metrics.psnr(rough, photo) + 5.0
+    # by default the reference's latitude is averaged with the prior's: in between
+    mixed = metrics.psnr(cv2.LUT(negative, baselines.negative_lut(negative, reference=rough)), photo)
+    assert metrics.psnr(by_prior, photo) + 1.0 < mixed < metrics.psnr(by_reference, photo)
     with pytest.raises(ValueError, match="reference"):
         baselines.negative_lut(negative, reference=rough[:-1])
 

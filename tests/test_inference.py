@@ -605,11 +605,11 @@ def test_the_networks_reading_of_a_negative_sets_the_inversions_tones(input_type
     assert info["input_type"] == "negative"
     assert [p["name"] for p in info["passes"]] == (["render", "inverted"] if input_type == "auto"
                                                    else ["scan", "render"])
-    # far closer than the mid-grey prior's inversion, and sharp: the detail is the scan's, not the network's
+    # the inversion whose latitude the network's reading helped set: closer than the mid-grey prior's
     by_prior = cv2.LUT(negative, negative_lut(negative))
-    blurred = to_uint8(network.positive[0])
-    assert psnr(restored, positive) > psnr(by_prior, positive) + 10.0
-    assert psnr(restored, positive) > psnr(blurred, positive) + 10.0
+    by_reading = cv2.LUT(negative, negative_lut(negative, reference=to_uint8(network.positive[0])))
+    assert np.abs(restored.astype(int) - by_reading).mean() < 1.0
+    assert psnr(restored, positive) > psnr(by_prior, positive) + 3.0
     # told it is a negative, a network that does not invert it leaves the tones to the prior
     plain, _ = Restorer(model=_Identity(), device="cpu", render_factor=32,
                         input_type="negative").restore_array(negative)
