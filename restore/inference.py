@@ -24,10 +24,11 @@ carried back to the original size:
   (ORANGE_CHANGE_RATIO: a warm-lit positive's inverted copy is changed as much). The negative is then
   restored as that positive, like a print or a colour scan: the classical inversion sets its tones and
   removes the orange mask, the network repairs (and colourizes black-and-white film). The one free
-  parameter of that inversion, the film's latitude, which sets every mid-tone, is fitted to the network's
-  own inversion of the scan (its first pass; told the photo is a negative, a pass on the scan is run for
-  it): the network has learned the tones of negatives, the classical inversion keeps the scan's detail and
-  exact per-channel response. Without such a reading, a mid-grey prior sets it. A network that
+  parameter of that inversion, the film's latitude, which sets every mid-tone, is the log average of a
+  mid-grey prior's and the one fitted to the network's own inversion of the scan (its first pass; told the
+  photo is a negative, a pass on the scan is run for it): the network has learned the tones of negatives,
+  though it errs widely on single photos, and the classical inversion keeps the scan's detail and exact
+  per-channel response. Without such a reading, the prior alone sets it. A network that
   inverts the copy too inverts whatever it is shown (a weak one does that to some dark sepia prints), so the
   photo is a positive. Positives take one pass (an orange-lit one two); a noisy negative is denoised on the
   scan (non-local means) and its inversion takes a third.
@@ -615,7 +616,7 @@ class Restorer:
             if clean is not None:
                 rgb = clean
                 small, patched, holes = self._render_copies(rgb, impulses)
-            # The network's own reading of the scan sets the inversion's tones, if it reads it as a negative.
+            # The network's own reading of the scan helps set the inversion's tones, if it reads it as a negative.
             scan_out = self._timed_pass(patched, "scan", passes)
             reference = scan_out if coarse_correlation(patched, scan_out) < NEGATIVE_COARSE_CORRELATION else None
             rgb, small, small_out, input_type = self._as_positive(rgb, small, patched, passes, reference)
@@ -629,7 +630,7 @@ class Restorer:
             # (it half-inverts some damaged colour negatives, or barely touches them).
             orange = input_type == "auto" and not network_inverted and has_orange_base(patched)
             if network_inverted or orange:
-                # Ask again on the film-base-corrected inverted copy (module doc), its tones set by the
+                # Ask again on the film-base-corrected inverted copy (module doc), its tones helped by the
                 # network's own inversion where there is one (not when it only half-inverted an orange scan).
                 reference = small_out if network_inverted else None
                 levels = negative_lut(patched, reference=reference)
@@ -702,9 +703,9 @@ class Restorer:
         the render-size copy with its holes inpainted (`patched`: a bright hole would take the film-base
         percentile and leave the orange mask in) and apply to the full size as a table. The network then only
         has to repair and, for black-and-white film, colourize: the positive is treated like a print or a
-        colour scan. `reference`: the network's inversion of the scan (render size), whose overall tones pick
-        the film's latitude (`negative_lut`); None: the mid-grey prior. `done`: (levels, network output on the
-        inverted `patched`) when already computed.
+        colour scan. `reference`: the network's inversion of the scan (render size), whose overall tones help
+        pick the film's latitude (`negative_lut`); None: the mid-grey prior alone. `done`: (levels, network
+        output on the inverted `patched`) when already computed.
         Returns (full-size positive, render-size positive, network output, type for `transfer`).
         """
         if done is None:
