@@ -135,8 +135,8 @@ def negative_lut(sample: np.ndarray, base_percentile: float = 99.5,
         # Squared error of each candidate K from per-level sums of the reference: sum over levels and channels
         # of n*p^2 - 2*p*sum(ref) (the sum of ref^2 is the same for every K), so no image is rendered.
         counts = np.stack([np.bincount(sample[..., c].ravel(), minlength=256) for c in range(3)], axis=1)
-        ref_sums = np.stack([np.bincount(sample[..., c].ravel(), reference[..., c].ravel().astype(np.float64) / 255.0,
-                                         minlength=256) for c in range(3)], axis=1)
+        ref_sums = np.stack([np.bincount(sample[..., c].ravel(), reference[..., c].ravel() / 255.0, minlength=256)
+                             for c in range(3)], axis=1)
         candidates = np.linspace(*_LATITUDE_RANGE, 481)[:, None, None]
         tables = positive(candidates, grid_density[None].astype(np.float64))
         errors = np.sum(counts * tables**2 - 2.0 * tables * ref_sums, axis=(1, 2))
