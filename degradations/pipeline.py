@@ -40,10 +40,12 @@ from degradations.transforms import (
 __all__ = [
     "CATEGORIES",
     "MIN_SIZE",
+    "VISIBLE_DAMAGE_LEVELS",
     "PipelineConfig",
     "apply_pipeline",
     "build_pipeline",
     "degrade",
+    "degrade_with_damage",
     "load_pipeline",
     "load_pipeline_config",
     "save_pipeline",
@@ -89,8 +91,9 @@ class PipelineConfig:
     fade_contrast_range: tuple = (0.55, 0.9)  # remaining contrast (1 = none lost)
     fade_yellowing_range: tuple = (0.0, 0.35)  # blue loss of aged paper (0 = none)
     # --- physical damage (the design's "huecos o manchas", ~25%)
-    holes_probability: float = 0.25  # stains, missing blobs, tears, scratches, dust
+    holes_probability: float = 0.25  # stains, missing blobs, tears, scratches, cracks, dust
     holes_area_range: tuple = (0.005, 0.12)  # damaged share of the image
+    holes_kinds: tuple = ("stain", "blob", "tear", "scratch", "scratch", "crack", "dust")  # repeat = likelier
     # --- resolution of the original or the scan
     lowres_probability: float = 0.2  # small prints scanned big
     lowres_scale_range: tuple = (0.3, 0.7)  # down-sampling factor before scaling back up
@@ -166,13 +169,8 @@ def _light_degradations(config: PipelineConfig) -> list[A.BasicTransform]:
     ]
 
 
-def build_pipeline(config: PipelineConfig | None = None) -> A.Compose:
-    """The albumentations pipeline for ``config`` (default recipe when None).
-
-    Order: category (negative / b&w print / kept colour), fading, physical damage, low resolution, then
-    the light scan degradations. Serializable with ``A.to_dict`` / ``save_pipeline``.
-    """
-    config = config or PipelineConfig()
+def _stages(config: PipelineConfig) -> tuple[list[A.BasicTransform], Holes, list[A.BasicTransform]]:
+    """(what the photo is and how it aged, its physical damage, how it was scanned): the pipeline's order."""
     weights = config.category_weights()
     negative_args = {
         "base_rgb_range": config.negative_base_rgb_range,
@@ -203,21 +201,27 @@ def build_pipeline(config: PipelineConfig | None = None) -> A.Compose:
         ],
         p=config.light_probability,
     )
-    return A.Compose(
-        [
-            category,
-            Fade(
-                contrast_range=config.fade_contrast_range,
-                yellowing_range=config.fade_yellowing_range,
-                p=config.fade_probability,
-            ),
-            Holes(area_range=config.holes_area_range, p=config.holes_probability),
-            LowRes(scale_range=config.lowres_scale_range, p=config.lowres_probability),
-            light,
-        ],
-        p=1.0,
-        save_applied_params=True,
-    )
+    aged = [
+        category,
+        Fade(
+            contrast_range=config.fade_contrast_range,
+            yellowing_range=config.fade_yellowing_range,
+            p=config.fade_probability,
+        ),
+    ]
+    damage = Holes(area_range=config.holes_area_range, kinds=config.holes_kinds, p=config.holes_probability)
+    scanned = [LowRes(scale_range=config.lowres_scale_range, p=config.lowres_probability), light]
+    return aged, damage, scanned
+
+
+def build_pipeline(config: PipelineConfig | None = None) -> A.Compose:
+    """The albumentations pipeline for ``config`` (default recipe when None).
+
+    Order: category (negative / b&w print / kept colour), fading, physical damage, low resolution, then
+    the light scan degradations. Serializable with ``A.to_dict`` / ``save_pipeline``.
+    """
+    aged, damage, scanned = _stages(config or PipelineConfig())
+    return A.Compose([*aged, damage, *scanned], p=1.0, save_applied_params=True)
 
 
 def save_pipeline(pipeline: A.Compose, path: str | Path) -> None:
@@ -301,3 +305,44 @@ def degrade(
     JSON-serializable, ops in the order applied. Same image, config and seed give the same bytes.
     """
     return apply_pipeline(_cached_pipeline(config or PipelineConfig()), image, seed)
+
+
+# Levels (0-255, any channel) by which painted damage must change a pixel to count as visible damage: a light
+# crack across white sky changes nothing a detector could see.
+VISIBLE_DAMAGE_LEVELS = 16
+
+
+def degrade_with_damage(
+    image: np.ndarray, seed: int, config: PipelineConfig | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Degrade one clean photo as :func:`degrade` does, and say where its physical damage is.
+
+    Returns ``(degraded, mask)``: ``mask`` is bool HxW, True where the ``Holes`` step changed the photo by more
+    than ``VISIBLE_DAMAGE_LEVELS`` (before the scan's blur, noise and JPEG, which spread and hide it); the
+    labels a damage detector learns from. Same image, config and seed give the same bytes (not the bytes of
+    :func:`degrade`: the three stages draw from one stream but run as separate compositions).
+    """
+    _check_image(image)
+    aged, damage, scanned = _cached_stages(config or PipelineConfig())
+    np_random, py_random = np.random.default_rng(seed), random.Random(seed)
+    out = np.ascontiguousarray(image)
+    for stage in (aged, damage, scanned):
+        stage.set_random_state(np_random, py_random)
+        before = out
+        out = stage(image=out)["image"]
+        if stage is damage:
+            mask = np.abs(out.astype(np.int16) - before.astype(np.int16)).max(axis=2) > VISIBLE_DAMAGE_LEVELS
+    return out, mask
+
+
+def _cached_stages(config: PipelineConfig) -> tuple[A.Compose, A.Compose, A.Compose]:
+    """`_stages` composed, once per config and thread, as `_cached_pipeline`."""
+    cache = getattr(_local, "stages", None)
+    if cache is None:
+        cache = _local.stages = {}
+    if config not in cache:
+        if len(cache) > 8:
+            cache.clear()
+        aged, damage, scanned = _stages(config)
+        cache[config] = (A.Compose(aged, p=1.0), A.Compose([damage], p=1.0), A.Compose(scanned, p=1.0))
+    return cache[config]

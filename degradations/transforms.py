@@ -16,6 +16,7 @@ the paired-data manifest (no arrays).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -385,14 +386,17 @@ _PALETTES: dict[str, tuple[tuple[int, int, int], ...]] = {
     "stain": ((128, 92, 56), (186, 148, 84), (160, 120, 72), (112, 116, 92), (92, 70, 50)),
     # scratches through the emulsion are light, scratches in the varnish or on the negative dark
     "scratch": ((242, 240, 232), (220, 216, 205), (36, 34, 32)),
+    # cracked emulsion shows the paper base (white to beige) or holds dirt
+    "crack": ((242, 240, 232), (232, 222, 200), (250, 248, 242), (214, 202, 178), (226, 214, 186), (40, 36, 32)),
     "dust": ((20, 18, 16), (60, 56, 50), (238, 236, 230)),
 }
 
 
 class Holes(Degradation):
     """Physical damage painted over the photo: "stain" (translucent brown patch with a darker rim),
-    "blob" (opaque missing patch), "tear" (missing piece from an edge), "scratch" (thin long line) and
-    "dust" (specks), in stain-like colours, never only black.
+    "blob" (opaque missing patch), "tear" (missing piece from an edge), "scratch" (thin long line), "crack"
+    (a branching network of jagged lines where the emulsion split) and "dust" (specks), in stain-like
+    colours, never only black.
 
     Shapes of ``kinds`` (repeat a kind to make it likelier) are added until the damaged share of the image
     reaches a target drawn from ``area_range``; a shape that would push it above the range is dropped, so
@@ -404,7 +408,7 @@ class Holes(Degradation):
     def __init__(
         self,
         area_range: Sequence[float] = (0.005, 0.12),
-        kinds: Sequence[str] = ("stain", "blob", "tear", "scratch", "scratch", "dust"),
+        kinds: Sequence[str] = ("stain", "blob", "tear", "scratch", "scratch", "crack", "dust"),
         max_shapes: int = 40,
         p: float = 1.0,
     ):
@@ -504,6 +508,8 @@ class Holes(Degradation):
             ]
         if kind == "tear":
             return [self._tear(h, w, budget)]
+        if kind == "crack":
+            return self._crack(h, w, budget, scale)
         if kind == "scratch":
             thickness = max(1, round(scale * rng.uniform(0.6, 1.6)))
             length = min(budget / thickness, math.hypot(h, w) * rng.uniform(0.2, 0.9))
@@ -534,6 +540,46 @@ class Holes(Degradation):
                 "opacity": 1.0,
             }
         ]
+
+    def _crack(self, h: int, w: int, budget: float, scale: float) -> list[dict[str, Any]]:
+        """Cracked emulsion: from one point, a jagged line that forks into thinner, shorter branches (up to 4
+        levels), drawn as pieces whose width, shade and opacity change along it, as on a real print's crazing.
+        Stops when the drawn area reaches `budget` pixels."""
+        rng = self.random_generator
+        base = np.array(_PALETTES["crack"][int(rng.integers(len(_PALETTES["crack"])))])
+        branches = [(np.array([rng.uniform(0, w), rng.uniform(0, h)]), rng.uniform(0, 2 * math.pi),
+                     math.hypot(h, w) * rng.uniform(0.2, 0.9), 0)]
+        shapes: list[dict[str, Any]] = []
+        drawn = 0.0
+        while branches and drawn < budget:
+            start, heading, length, depth = branches.pop()
+            step = rng.uniform(1.5, 4.0) * scale
+            n = max(2, int(length / step))
+            # a slow drift plus a sharp zigzag at every step: cracks run jagged, not in smooth bends
+            headings = heading + 0.5 * np.cumsum(rng.normal(0, 0.5, n)) + rng.normal(0, 0.4, n)
+            steps = np.stack([np.cos(headings), np.sin(headings)], axis=1) * step
+            points = np.concatenate([start[None], start + np.cumsum(steps, axis=0)])
+            cuts = [0, len(points) - 1]
+            if len(points) > 2:
+                cuts += rng.integers(1, len(points) - 1, int(rng.integers(0, 4))).tolist()
+            cuts = sorted(set(cuts))
+            for first, last in itertools.pairwise(cuts):
+                thickness = max(1, round(scale * rng.uniform(0.6, 2.6) / (1 + 0.4 * depth)))
+                shapes.append({
+                    "type": "polyline",
+                    "points": points[first:last + 1].round().astype(np.int32),
+                    "color": [int(c) for c in np.clip(base + rng.integers(-18, 19, 3), 0, 255)],
+                    "opacity": self._uniform((0.55, 1.0)),
+                    "thickness": thickness,
+                })
+                drawn += (last - first) * step * thickness
+            if depth < 4:
+                for _ in range(int(rng.poisson(2.5 / (1 + 0.5 * depth)))):
+                    fork = int(rng.integers(1, len(points)))
+                    turn = rng.choice([-1.0, 1.0]) * rng.uniform(0.4, 1.5)
+                    branches.append((points[fork], headings[min(fork, n - 1)] + turn,
+                                     length * rng.uniform(0.15, 0.6), depth + 1))
+        return shapes
 
     def _tear(self, h: int, w: int, budget: float) -> dict[str, Any]:
         """A missing piece torn from one edge: straight along the border, jagged inside."""

@@ -3,6 +3,7 @@ property, then the pipeline (config, serialization, determinism, category shares
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import zlib
@@ -19,10 +20,12 @@ from degradations import functional as F
 from degradations import transforms as T
 from degradations.pipeline import (
     CATEGORIES,
+    VISIBLE_DAMAGE_LEVELS,
     PipelineConfig,
     apply_pipeline,
     build_pipeline,
     degrade,
+    degrade_with_damage,
     load_pipeline,
     load_pipeline_config,
     save_pipeline,
@@ -43,6 +46,7 @@ TABLE: list[tuple[str, Callable[[], T.Degradation]]] = [
     ("blur_motion", lambda: T.Blur(kinds=("motion",))),
     ("blur_defocus", lambda: T.Blur(kinds=("defocus",))),
     ("holes", lambda: T.Holes()),
+    ("holes_crack", lambda: T.Holes(kinds=("crack",))),
     ("noise_gaussian", lambda: T.Noise(kinds=("gaussian",))),
     ("noise_grain", lambda: T.Noise(kinds=("grain",))),
     ("fade", lambda: T.Fade()),
@@ -170,6 +174,22 @@ def test_holes_fill_with_stain_like_colours_not_only_black():
     fills = np.concatenate(fills)
     assert (fills.mean(axis=1) > 150).mean() > 0.2  # light paper/card shows through, not only black
     assert (np.ptp(fills, axis=1) > 40).mean() > 0.05  # and brown/ochre stains (coloured, not grey)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_cracks_are_thin_branching_lines_unlike_blobs(seed):
+    flat = np.full((128, 128, 3), 90, np.uint8)
+    _, crack = run(lambda: T.Holes(area_range=(0.03, 0.06), kinds=("crack",)), flat, seed)
+    _, blob = run(lambda: T.Holes(area_range=(0.03, 0.06), kinds=("blob",)), flat, seed)
+    opened = {name: cv2.morphologyEx((params["alpha"] > 0).astype(np.uint8), cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
+              for name, params in (("crack", crack), ("blob", blob))}
+    assert opened["crack"].sum() < 0.2 * (crack["alpha"] > 0).sum()    # lines, 5 px wide only where they fold
+    assert opened["blob"].sum() > 0.5 * (blob["alpha"] > 0).sum()
+    assert set(crack["shapes"]) == {"crack"}
+    # one crack is one network: its forks and pieces touch the line they come from (the border may cut one)
+    _, single = run(lambda: T.Holes(area_range=(0.02, 0.5), kinds=("crack",), max_shapes=1), flat, seed)
+    count, _ = cv2.connectedComponents((single["alpha"] > 0).astype(np.uint8), connectivity=8)
+    assert 1 <= count - 1 <= 2
 
 
 def test_negative_darkens_highlights_with_orange_base():
@@ -349,3 +369,28 @@ def test_config_weights_are_obeyed():
         out, record = degrade(image, seed, config)
         assert record == {"category": "color", "ops": []}
         assert np.array_equal(out, image)
+
+
+def test_degrade_with_damage_marks_exactly_the_visible_damage():
+    only_damage = PipelineConfig(negative_color_weight=0, negative_bw_weight=0, bw_weight=0, color_weight=1,
+                                 holes_probability=1.0, light_probability=0, fade_probability=0,
+                                 lowres_probability=0)
+    image = photo(64, 80)
+    for seed in range(6):
+        out, mask = degrade_with_damage(image, seed, only_damage)
+        assert mask.dtype == bool and mask.shape == image.shape[:2] and mask.any()
+        changed = np.abs(out.astype(int) - image.astype(int)).max(axis=2)
+        assert np.array_equal(mask, changed > VISIBLE_DAMAGE_LEVELS)
+    undamaged = dataclasses.replace(only_damage, holes_probability=0.0)
+    out, mask = degrade_with_damage(image, 0, undamaged)
+    assert not mask.any() and np.array_equal(out, image)
+
+
+def test_degrade_with_damage_is_seeded_and_the_scan_comes_after_the_damage():
+    config = PipelineConfig(holes_probability=1.0, light_probability=1.0)
+    image = photo(64, 80)
+    first, again, other = (degrade_with_damage(image, seed, config) for seed in (3, 3, 4))
+    assert first[0].tobytes() == again[0].tobytes() and np.array_equal(first[1], again[1])
+    assert first[0].tobytes() != other[0].tobytes()
+    # the mask is painted damage, not the scan's noise or JPEG over the whole photo
+    assert 0 < first[1].mean() < 0.5
