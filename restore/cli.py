@@ -73,27 +73,31 @@ def _error(message: str) -> None:
     typer.echo(f"error: {_printable(message)}", err=True)
 
 
-def _version_text(weights: Path | None) -> str:
+def _version_text(weights: Path | None, detector: Path | None = None) -> str:
     from restore import __version__
-    from restore.weights import WeightsError, default_weights_path, read_card
+    from restore.weights import default_detector_path, default_weights_path
 
-    path = weights if weights is not None else default_weights_path()
-    lines = [f"restore {__version__}"]
+    lines = [f"restore {__version__}",
+             _weights_line("model", weights if weights is not None else default_weights_path()),
+             _weights_line("damage detector", detector if detector is not None else default_detector_path())]
+    return "\n".join(lines)
+
+
+def _weights_line(what: str, path: Path) -> str:
+    from restore.weights import WeightsError, read_card
+
     if not path.is_file():
-        lines.append(f"model: none installed ({path} not found)")
-        return "\n".join(lines)
+        return f"{what}: none installed ({path} not found)"
     try:
         card = read_card(path)
     except WeightsError as error:
-        lines.append(f"model: {path} ({_one_line(error)})")
-        return "\n".join(lines)
+        return f"{what}: {path} ({_one_line(error)})"
     name = card.get("name") or path.stem
     version = card.get("version")
-    text = f"model: {name}" + (f" {version}" if version else "")
+    text = f"{what}: {name}" + (f" {version}" if version else "")
     if card.get("placeholder") is True:
         text += " (placeholder: an early model, far from the project's targets; see its card)"
-    lines.append(f"{text} [{path}]")
-    return "\n".join(lines)
+    return f"{text} [{path}]"
 
 
 @app.command()
@@ -119,6 +123,12 @@ def restore(
                                "them (muted, the most accurate); 2 = twice as vivid, less accurate.")] = 1.0,
     weights: Annotated[Path | None, typer.Option(
         help="Generator weights (.safetensors, or a .pth state dict). Default: the shipped model.")] = None,
+    detector: Annotated[Path | None, typer.Option(
+        help="Damage detector weights (finds cracks, scratches, dust and holes to repair). Default: the "
+             "shipped one.")] = None,
+    no_detector: Annotated[bool, typer.Option(
+        "--no-detector", help="Do not run the damage detector: cracks and scratches stay unless the model "
+                              "repairs them itself.")] = False,
     device: Annotated[Device, typer.Option(
         case_sensitive=False, help="Where the network runs: auto (CUDA if available), cpu or cuda.")
     ] = Device.auto,
@@ -144,15 +154,16 @@ def restore(
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=UserWarning, module="torch")
     if version:
-        typer.echo(_version_text(weights))
+        typer.echo(_version_text(weights, detector))
         raise typer.Exit(0)
     if not inputs:
         typer.echo("error: give at least one photo, folder or video (see restore --help)", err=True)
         raise typer.Exit(2)
     try:
         failed = _run(inputs, out=out, render_factor=render_factor, input_type=input_type.value, tones=tones.value,
-                      saturation=saturation, weights=weights, device=device.value, compare=compare,
-                      overwrite=overwrite, workers=workers, max_pixels=int(max_megapixels * 1e6), quiet=quiet, debug=debug)
+                      saturation=saturation, weights=weights, detector=None if no_detector else detector,
+                      find_damage=not no_detector, device=device.value, compare=compare, overwrite=overwrite,
+                      workers=workers, max_pixels=int(max_megapixels * 1e6), quiet=quiet, debug=debug)
     except KeyboardInterrupt:
         typer.echo("interrupted: finished outputs are complete; run the same command again to resume", err=True)
         raise typer.Exit(130) from None
@@ -165,7 +176,7 @@ def restore(
 
 
 def _run(inputs: list[Path], *, out: Path | None, render_factor: int, input_type: str, tones: str,
-         saturation: float, weights: Path | None,
+         saturation: float, weights: Path | None, detector: Path | None, find_damage: bool,
          device: str, compare: bool, overwrite: bool, workers: int, max_pixels: int, quiet: bool,
          debug: bool) -> int:
     """Plan, run and report; returns the number of failed files."""
@@ -186,7 +197,7 @@ def _run(inputs: list[Path], *, out: Path | None, render_factor: int, input_type
 
     def make_restorer() -> Restorer:
         return Restorer(weights=weights, device=device, render_factor=render_factor, input_type=input_type,
-                        tones=tones, saturation=saturation)
+                        tones=tones, saturation=saturation, detector_weights=detector, find_damage=find_damage)
 
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,

@@ -28,7 +28,7 @@ from PIL import Image
 from skimage.color import lab2rgb, rgb2lab
 from torch.utils.data import Dataset
 
-from degradations.pipeline import degrade
+from degradations.pipeline import degrade, degrade_with_damage
 from restore.imageio import read_image
 from restore.imaging import to_tensor
 
@@ -166,8 +166,8 @@ class OnTheFlyPairs(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def pair(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """(degraded uint8, clean uint8) crops for item `index`."""
+    def clean_crop(self, index: int) -> tuple[np.ndarray, int]:
+        """(clean uint8 crop, degradation seed) for item `index`."""
         file_index = index % len(self.files)
         if self.train:
             sample_seed = int(torch.randint(0, 2**31 - 1, ()).item())
@@ -176,12 +176,32 @@ class OnTheFlyPairs(Dataset):
         else:
             sample_seed = _sample_seed(self.keys[file_index], self.seed)
             (clean,) = crop_pair([read_rgb(self.files[file_index])], self.size, None)
+        return clean, sample_seed
+
+    def pair(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(degraded uint8, clean uint8) crops for item `index`."""
+        clean, sample_seed = self.clean_crop(index)
         degraded, _record = degrade(clean, sample_seed, self.degrade_config)
         return degraded, clean
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         degraded, clean = self.pair(index)
         return to_tensor(degraded), _target_tensor(clean, self.target_space)
+
+
+class OnTheFlyDamage(OnTheFlyPairs):
+    """Clean photos -> (degraded crop, damage mask) tensors for the damage detector: 3xSxS in [-1, 1] and a
+    1xSxS float mask (1 = painted damage that shows, `degradations.pipeline.degrade_with_damage`). Crops and
+    seeds as `OnTheFlyPairs`; `degrade_config` should give most crops damage (the detector stage's does)."""
+
+    def pair(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(degraded uint8 HxWx3, damage bool HxW) crops for item `index`."""
+        clean, sample_seed = self.clean_crop(index)
+        return degrade_with_damage(clean, sample_seed, self.degrade_config)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        degraded, mask = self.pair(index)
+        return to_tensor(degraded), torch.from_numpy(mask[None].astype(np.float32))
 
 
 class PairedFolder(Dataset):
@@ -247,18 +267,35 @@ def make_datasets(data_dir: str | Path, options: DataOptions, size: int | None =
         common = {"size": size, "max_zoom": options.max_zoom, "flip": options.flip, "target_space": target_space}
         return (PairedFolder([pairs[i] for i in train_idx], train=True, **common),
                 PairedFolder([pairs[i] for i in valid_idx], train=False, **common))
+    common = {"size": size, "max_zoom": options.max_zoom, "flip": options.flip, "seed": options.seed,
+              "degrade_config": degrade_config, "target_space": target_space}
+    return _on_the_fly(OnTheFlyPairs, data_dir, options, common)
+
+
+def _on_the_fly(dataset_class: type[OnTheFlyPairs], data_dir: Path, options: DataOptions, common: dict
+                ) -> tuple[Dataset, Dataset]:
+    """(train, valid) `dataset_class` datasets of a folder of clean photos, split by path hash."""
     files = list_images(data_dir)
     if len(files) < 2:
         raise ValueError(f"{data_dir}: need at least 2 images (one for validation), found {len(files)}")
     keys = [f.relative_to(data_dir).as_posix() for f in files]
     train_idx, valid_idx = split_items(keys, options.valid_fraction, options.seed)
     valid_idx = valid_idx[: options.max_valid]
-    common = {"size": size, "max_zoom": options.max_zoom, "flip": options.flip, "seed": options.seed,
-                  "degrade_config": degrade_config, "target_space": target_space}
-    train = OnTheFlyPairs([files[i] for i in train_idx], [keys[i] for i in train_idx], train=True,
+    train = dataset_class([files[i] for i in train_idx], [keys[i] for i in train_idx], train=True,
                           length=options.epoch_size, **common)
-    valid = OnTheFlyPairs([files[i] for i in valid_idx], [keys[i] for i in valid_idx], train=False, **common)
+    valid = dataset_class([files[i] for i in valid_idx], [keys[i] for i in valid_idx], train=False, **common)
     return train, valid
+
+
+def make_damage_datasets(data_dir: str | Path, options: DataOptions, degrade_config) -> tuple[Dataset, Dataset]:
+    """(train, valid) `OnTheFlyDamage` datasets of a folder of clean photos (a paired folder has no masks)."""
+    data_dir = Path(data_dir)
+    if options.paired == "yes" or (options.paired == "auto" and is_paired_folder(data_dir)):
+        raise ValueError(f"{data_dir}: the damage detector trains on clean photos, degraded on the fly; a paired "
+                         f"folder does not say where the damage is")
+    common = {"size": options.size, "max_zoom": options.max_zoom, "flip": options.flip, "seed": options.seed,
+              "degrade_config": degrade_config}
+    return _on_the_fly(OnTheFlyDamage, data_dir, options, common)
 
 
 def make_dataloaders(data_dir: str | Path, options: DataOptions = DataOptions(), size: int | None = None,

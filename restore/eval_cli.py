@@ -116,6 +116,9 @@ def main_command(
                                         "or cuda; as the restore command.")] = "auto",
     workers: Annotated[int, typer.Option("--workers", min=1, help="Threads for degradation, the classical "
                                          "pipeline and metrics (the network runs beside them).")] = 2,
+    no_detector: Annotated[bool, typer.Option(
+        "--no-detector", help="Restore without the damage detector, as restore --no-detector (to measure it).")
+    ] = False,
     update_card: Annotated[bool, typer.Option(
         "--update-card", help="Write the results into the JSON card beside each --weights file (its own row "
         "and both baselines): the model card's numbers come from this command, never typed by hand.")] = False,
@@ -160,11 +163,12 @@ def main_command(
             if no_reference:
                 result = evaluate_no_reference(data, weight_files, out_dir=out, limit=limit, max_side=max_side,
                                                device=device, render_factor=render_factor, saturation=saturation,
-                                               progress=report)
+                                               find_damage=not no_detector, progress=report)
             else:
                 result = evaluate(data, weight_files, seed=seed, out_dir=out, limit=limit, categories=names,
                                   max_side=max_side, device=device, render_factor=render_factor,
-                                  saturation=saturation, workers=workers, progress=report)
+                                  saturation=saturation, workers=workers, find_damage=not no_detector,
+                                  progress=report)
     except ValueError as error:  # bad folder, unknown category, unreadable image or weights: one line
         console.print(f"[red]error:[/] {error}", highlight=False)
         raise typer.Exit(code=2) from None

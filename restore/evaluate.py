@@ -74,8 +74,13 @@ def _gaussian(sigma: float) -> Noise:
     return Noise(kinds=("gaussian",), sigma_range=(sigma, sigma), monochrome_probability=0.0)
 
 
-def _holes() -> Holes:
-    return Holes(area_range=(0.02, 0.04))
+# The damage kinds of the colour categories, fixed as they were before Holes learnt "crack", so their numbers
+# stay comparable with the cards measured then; the print category takes every kind.
+_LEGACY_HOLE_KINDS = ("stain", "blob", "tear", "scratch", "scratch", "dust")
+
+
+def _holes(kinds: tuple[str, ...] = _LEGACY_HOLE_KINDS) -> Holes:
+    return Holes(area_range=(0.02, 0.04), kinds=kinds)
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,8 @@ CATEGORIES: dict[str, Category] = {c.name: c for c in (
              lambda: [_gray(), _salt_pepper(0.01)], Hints(impulse_noise=True), "bw", True),
     Category("bw_blur", "black-and-white, gaussian blur sigma 1.5 px",
              lambda: [_gray(), Blur(kinds=("gaussian",), sigma_range=(1.5, 1.5))], Hints(), "bw", True),
+    Category("bw_holes", "black-and-white print + cracks/scratches/holes/stains/dust on 2-4% of it",
+             lambda: [_gray(), _holes(Holes().kinds)], Hints(holes=True), "bw", True),
     Category("negative_color", "colour negative on an orange base (mid-range film)",
              lambda: [Negative(**_COLOR_NEGATIVE)], Hints(negative=True), "negative"),
     Category("negative_bw", "black-and-white negative", lambda: [Negative(**_BW_NEGATIVE)],
@@ -208,12 +215,13 @@ def model_labels(weights: Sequence[str | Path]) -> list[str]:
 
 
 def load_restorers(weights: Sequence[str | Path], device: str = "auto", render_factor: int | None = None,
-                   saturation: float = 1.0) -> dict:
-    """label -> Restorer for each weights file (the CLI's inference path)."""
+                   saturation: float = 1.0, find_damage: bool = True) -> dict:
+    """label -> Restorer for each weights file (the CLI's inference path, with the shipped damage detector
+    unless `find_damage` is False)."""
     from restore.inference import Restorer  # torch and the network stack load only when models are used
 
     kwargs = {"render_factor": render_factor} if render_factor is not None else {}
-    kwargs["saturation"] = saturation
+    kwargs.update(saturation=saturation, find_damage=find_damage)
     return {label: Restorer(weights=path, device=device, **kwargs)
             for label, path in zip(model_labels(weights), weights)}
 
@@ -286,6 +294,14 @@ def _prepare(root: Path, rel_path: str, categories: Sequence[str], seed: int, ma
     return prepared
 
 
+def _detector_of(restorer: Any) -> dict[str, Any] | None:
+    """What damage detector a restorer ran (its weights file, version and sha256), or None."""
+    if getattr(restorer, "detector", None) is None:
+        return None
+    card = getattr(restorer, "detector_card", {}) or {}
+    return {key: card.get(key) for key in ("weights_file", "name", "version", "sha256")}
+
+
 def _nan_to_none(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -305,12 +321,13 @@ def evaluate(data_dir: str | Path, weights_list: Sequence[str | Path] = (), seed
              out_dir: str | Path = "eval_report", limit: int | None = None,
              categories: Iterable[str] | None = None, max_side: int | None = DEFAULT_MAX_SIDE,
              device: str = "auto", render_factor: int | None = None, saturation: float = 1.0, workers: int = 2,
-             sheet_photos: int = SHEET_PHOTOS, restorers: dict | None = None,
+             sheet_photos: int = SHEET_PHOTOS, restorers: dict | None = None, find_damage: bool = True,
              progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
     """Degrade, restore and score every photo of `data_dir` in every category; write the report.
 
     Writes `out_dir`/report.md, metrics.json and sheets/<category>.jpg. `restorers` (label -> object with
-    `restore_array`) replaces loading `weights_list`. `progress(done, total, what)` is called as work finishes.
+    `restore_array`) replaces loading `weights_list`; `find_damage` False loads them without the damage detector.
+    `progress(done, total, what)` is called as work finishes.
     Returns the metrics dictionary written to metrics.json.
     """
     start = time.perf_counter()
@@ -318,7 +335,8 @@ def evaluate(data_dir: str | Path, weights_list: Sequence[str | Path] = (), seed
     names = resolve_categories(categories)
     photos = find_photos(root, limit)
     if restorers is None:
-        restorers = load_restorers(list(weights_list), device, render_factor, saturation) if weights_list else {}
+        restorers = (load_restorers(list(weights_list), device, render_factor, saturation, find_damage)
+                     if weights_list else {})
     models = list(restorers)
     out = Path(out_dir)
     (out / "sheets").mkdir(parents=True, exist_ok=True)
@@ -395,6 +413,7 @@ def evaluate(data_dir: str | Path, weights_list: Sequence[str | Path] = (), seed
             "recipes": {name: recipe(name) for name in names},
             "models": {label: str(path) for label, path in zip(models, weights_list)} if weights_list else
                       {label: None for label in models},
+            "detectors": {label: _detector_of(restorers[label]) for label in models},
             "methods": methods,
             "seconds": round(time.perf_counter() - start, 1),
             "network_seconds": round(network_seconds, 1),
@@ -616,7 +635,7 @@ def evaluate_no_reference(data_dir: str | Path, weights_list: Sequence[str | Pat
                           out_dir: str | Path = "eval_report", limit: int | None = None,
                           max_side: int | None = DEFAULT_MAX_SIDE, device: str = "auto",
                           render_factor: int | None = None, saturation: float = 1.0, restorers: dict | None = None,
-                          rows_per_sheet: int = NO_REFERENCE_SHEET_ROWS,
+                          rows_per_sheet: int = NO_REFERENCE_SHEET_ROWS, find_damage: bool = True,
                           progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
     """Photos without ground truth (real old photos): contact sheets input | each model, no metrics.
 
@@ -627,7 +646,8 @@ def evaluate_no_reference(data_dir: str | Path, weights_list: Sequence[str | Pat
     root = Path(data_dir)
     photos = find_photos(root, limit)
     if restorers is None:
-        restorers = load_restorers(list(weights_list), device, render_factor, saturation) if weights_list else {}
+        restorers = (load_restorers(list(weights_list), device, render_factor, saturation, find_damage)
+                     if weights_list else {})
     if not restorers:
         raise ValueError("no-reference mode needs at least one model (--weights FILE, or a shipped model)")
     models = list(restorers)

@@ -64,7 +64,13 @@ from restore.baselines import denoise_gaussian, estimate_noise_sigma, hole_mask,
 from restore.imageio import arrays_to_pil, pil_to_arrays
 from restore.imaging import to_tensor, to_uint8
 from restore.metrics import mae
-from restore.weights import WeightsError, default_weights_path, load_generator
+from restore.weights import (
+    WeightsError,
+    default_detector_path,
+    default_weights_path,
+    load_detector,
+    load_generator,
+)
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +101,7 @@ TONES = ("input", "network")
 CHROMA_DENOISE_PER_LEVEL = 0.2   # noisy colour photo: its own chroma blurred by this many px per level of noise
 MAX_SATURATION = 4.0             # colorized chroma scale: beyond this every colour clips
 MIN_CORING_SIGMA = 5.0           # detail noise (levels) below this is left alone: clean photos stay untouched
+DETECTOR_THRESHOLD = 0.5         # damage detector probability from which a render-size pixel is damage
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -556,11 +563,17 @@ class Restorer:
     print or scan keeps its own brightness and contrast) or "network" (take the network's tone corrections).
     saturation: scale of the colours given to black-and-white photos (1: as the network predicts them).
     model: a ready nn.Module mapping [-1, 1] RGB to [-1, 1] RGB, instead of loading `weights` (tests, notebooks).
+    detector_weights: the damage detector (`restore.arch.DamageDetector`) that finds cracks, scratches, dust and
+    holes, which are then repaired (default: the shipped models/detector.safetensors, if installed).
+    detector: a ready detector module instead (with `model` given, only this one is used). find_damage: False
+    runs no detector (the classical hole search on colour photos still runs).
     """
 
     def __init__(self, weights: str | Path | None = None, device: str | torch.device = "auto",
                  render_factor: int = DEFAULT_RENDER_FACTOR, input_type: str = "auto", *,
-                 tones: str = "input", saturation: float = 1.0, model: nn.Module | None = None):
+                 tones: str = "input", saturation: float = 1.0, model: nn.Module | None = None,
+                 detector_weights: str | Path | None = None, detector: nn.Module | None = None,
+                 find_damage: bool = True):
         if input_type not in INPUT_TYPES:
             raise ValueError(f"unknown input type {input_type!r}; choose from {', '.join(INPUT_TYPES)}")
         if tones not in TONES:
@@ -575,6 +588,8 @@ class Restorer:
         self.render_factor = int(render_factor)
         self.input_type = input_type
         self.card: dict[str, Any] = {}
+        self.detector_card: dict[str, Any] = {}
+        ready_model = model is not None
         if model is None:
             path = Path(weights) if weights is not None else default_weights_path()
             if weights is None and not path.is_file():
@@ -585,6 +600,26 @@ class Restorer:
             if output_space != "rgb":
                 raise WeightsError(f"{path}: output_space {output_space!r} is not supported by inference yet")
         self.model = model.to(self.device).eval().to(memory_format=torch.channels_last)
+        if find_damage and detector is None and (detector_weights is not None or not ready_model):
+            path = Path(detector_weights) if detector_weights is not None else default_detector_path()
+            if detector_weights is not None or path.is_file():   # the shipped one is optional, a named one not
+                detector, self.detector_card = load_detector(path, self.device)
+        self.detector = None
+        if find_damage and detector is not None:
+            self.detector = detector.to(self.device).eval().to(memory_format=torch.channels_last)
+
+    def find_damage(self, image: np.ndarray) -> np.ndarray | None:
+        """uint8 HxW mask (255 = damage) of a render-size uint8 RGB copy, by the detector; None without one."""
+        if self.detector is None:
+            return None
+        height, width = image.shape[:2]
+        multiple = getattr(getattr(self.detector, "spec", None), "multiple", NETWORK_MULTIPLE)
+        tensor = to_tensor(pad_to_multiple(image, multiple)).unsqueeze(0)
+        tensor = tensor.to(self.device).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            logits = self.detector(tensor)[0, 0, :height, :width].float()
+        threshold = float(np.log(DETECTOR_THRESHOLD / (1.0 - DETECTOR_THRESHOLD)))   # on logits: no sigmoid
+        return (logits > threshold).cpu().numpy().astype(np.uint8) * 255
 
     def run_network(self, image: np.ndarray) -> np.ndarray:
         """One pass: uint8 HxWx3 (any size) -> uint8 HxWx3, padded to a multiple of 32 and cropped back."""
@@ -679,17 +714,19 @@ class Restorer:
             small = cv2.resize(rgb, (small_w, small_h), interpolation=cv2.INTER_AREA)
         else:
             small = rgb
-        # What the network sees: the render copy with hole-like blobs (one near-neutral colour, contrasting with
-        # their surroundings: missing emulsion, dust, opaque scratches) inpainted classically first, and `transfer`
-        # takes the repair there (restore-eval, 8 photos: colour + holes +2.3 dB, colour negative + holes +1.0).
-        # Only on colour (a colour photo or a colour negative): the detector finds blobs by their flat chroma,
-        # which on a black-and-white photo is everywhere (it flagged up to 9% of the real old prints). And not on
-        # a photo peppered with impulses: the JPEG-smeared remnants the median leaves make flat areas contrast
-        # with their surroundings; on eval photos with salt-and-pepper + JPEG (0.4% of pixels impulses; no
-        # other category above 0.11%) 99% of what the detector flagged was intact.
-        holes = None
+        # What the network sees: the render copy with its damage inpainted classically first, and `transfer` takes
+        # the repair there. The damage is what the damage detector finds (cracks, scratches, dust, holes; on any
+        # photo) and, on colour, hole-like blobs (one near-neutral colour, contrasting with their surroundings:
+        # missing emulsion, dust, opaque scratches; restore-eval, 8 photos: colour + holes +2.3 dB, colour
+        # negative + holes +1.0). The blobs only on colour (a colour photo or a colour negative): `hole_mask` finds
+        # them by their flat chroma, which on a black-and-white photo is everywhere (it flagged up to 9% of the
+        # real old prints). And not on a photo peppered with impulses: the JPEG-smeared remnants the median leaves
+        # make flat areas contrast with their surroundings; on eval photos with salt-and-pepper + JPEG (0.4% of
+        # pixels impulses; no other category above 0.11%) 99% of what it flagged was intact.
+        holes = self.find_damage(small)
         if impulses <= IMPULSE_FRACTION_NO_HOLES * height * width and _positive_type(small) == "color":
-            holes = hole_mask(small)
+            found = hole_mask(small)
+            holes = found if holes is None else np.maximum(holes, found)
         patched = inpaint_holes(small, holes) if holes is not None and holes.any() else small
         return small, patched, holes
 

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from fastai.callback.channelslast import ChannelsLast
 from fastai.callback.core import Callback, CancelFitException, CancelTrainException
 from fastai.learner import Learner
 from fastai.losses import L1LossFlat, MSELossFlat
@@ -49,10 +50,13 @@ from torch.utils.data import Dataset
 from torchvision.models.vgg import cfgs as vgg_cfgs
 from torchvision.models.vgg import make_layers as vgg_make_layers
 
+from degradations.pipeline import PipelineConfig
 from restore.arch import (
     CriticSpec,
+    DetectorSpec,
     GeneratorSpec,
     build_critic,
+    build_detector,
     build_generator,
     generator_learner,
     unbake_weight_norms,
@@ -63,13 +67,14 @@ from restore.data import (
     dataloaders_from,
     default_device,
     lab_scaled_to_rgb,
+    make_damage_datasets,
     make_dataloaders,
     make_datasets,
     read_rgb,
     rgb_to_lab_scaled,
 )
 from restore.imaging import to_tensor, to_uint8
-from restore.weights import WeightsError, load_generator, save_weights
+from restore.weights import WeightsError, load_generator, save_detector, save_weights
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +153,33 @@ class GanConfig(DataOptions, PixelLossOptions):
             raise ValueError(f"sizes {self.sizes} and batch_sizes {self.batch_sizes} differ in length")
 
 
-STAGE_CONFIGS = {"generator": GeneratorConfig, "critic": CriticConfig, "gan": GanConfig}
+@dataclass(frozen=True)
+class DetectorConfig(DataOptions):
+    spec: DetectorSpec = DetectorSpec()  # noqa: RUF009 (frozen) the small U-Net: [spec] table in TOML
+    size: int = 192                      # crop side (px), a multiple of spec.multiple
+    bs: int = 12                         # batch size
+    max_zoom: float = 1.6                # crops show 60-100% of the photo's short side: damage at photo scale
+    holes_probability: float = 0.85      # share of crops with damage painted on; the rest show what is not damage
+    holes_area_range: tuple = (0.003, 0.06)  # damaged share of a damaged crop
+    holes_kinds: tuple = ("crack", "crack", "crack", "scratch", "dust", "dust", "blob", "stain", "tear")  # as
+                                         # on real old prints: mostly cracks, scratches and dust
+    pos_weight: float = 3.0              # BCE weight of damage pixels (damage is ~2% of the pixels)
+    dice_weight: float = 1.0             # soft-Dice term: the mask's overlap, whatever share of the crop it is
+    epochs: int = 4                      # epochs over the training photos (one fresh crop each)
+    max_steps: int = 0                   # stop after this many optimizer steps in all (0: no cap)
+    lr: float = 2e-3                     # peak one-cycle learning rate
+    wd: float = 1e-4                     # weight decay
+    checkpoint_every: int = 500          # optimizer steps between checkpoints (a final one is always written)
+    export: bool = True                  # write detector.safetensors (fp16) + card at the end
+
+    def degrade_config(self) -> PipelineConfig:
+        """The default degradation recipe with this stage's damage: prints, negatives and colour scans alike."""
+        return PipelineConfig(holes_probability=self.holes_probability, holes_area_range=self.holes_area_range,
+                              holes_kinds=self.holes_kinds)
+
+
+STAGE_CONFIGS = {"generator": GeneratorConfig, "critic": CriticConfig, "gan": GanConfig,
+                 "detector": DetectorConfig}
 
 
 @dataclass
@@ -254,6 +285,30 @@ class PixelLoss(nn.Module):
         if self.vgg is not None:
             loss = loss + o.vgg_weight * self.vgg(output, target)
         return loss
+
+
+class DamageLoss(nn.Module):
+    """BCE on the detector's logits (damage pixels weighted by `pos_weight`) + `dice_weight` x soft Dice."""
+
+    def __init__(self, pos_weight: float = 3.0, dice_weight: float = 1.0):
+        super().__init__()
+        self.register_buffer("pos_weight", torch.tensor(float(pos_weight)))
+        self.dice_weight = float(dice_weight)
+
+    def forward(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        logits, mask = logits.float(), mask.float()
+        loss = F.binary_cross_entropy_with_logits(logits, mask, pos_weight=self.pos_weight)
+        if self.dice_weight:
+            probability = torch.sigmoid(logits)
+            overlap = (probability * mask).sum()
+            loss = loss + self.dice_weight * (1.0 - (2.0 * overlap + 1.0) / (probability.sum() + mask.sum() + 1.0))
+        return loss
+
+
+def damage_f1(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Pixel F1 (Dice) of the detector's mask at probability 0.5 against the painted damage, over the batch."""
+    found, truth = logits > 0, mask > 0.5
+    return (2.0 * (found & truth).sum() + 1e-6) / (found.sum() + truth.sum() + 1e-6)
 
 
 # --------------------------------------------------------------------------------- steps and checkpoints
@@ -847,6 +902,59 @@ def train_gan(config: GanConfig = GanConfig(), data_dir: str | Path = ".", out_d
     return result
 
 
+def train_detector(config: DetectorConfig = DetectorConfig(), data_dir: str | Path = ".",
+                   out_dir: str | Path = "runs/detector", resume: str | Path | None = None,
+                   device: str | torch.device | None = None) -> TrainResult:
+    """The damage detector (`restore.arch.DamageDetector`): clean photos degraded on the fly with damage painted
+    on (`degradations.pipeline.degrade_with_damage`), BCE + Dice against where it shows, one-cycle schedule.
+
+    Inference replaces the photo where the detector finds damage (the generator alone leaves most cracks on real
+    prints). Reports the validation pixel F1 (`extra["f1"]`).
+    """
+    out_dir = Path(out_dir)
+    if config.size % config.spec.multiple:
+        raise ValueError(f"size {config.size} is not a multiple of {config.spec.multiple} (the detector's levels)")
+    device = torch.device(device) if device is not None else default_device()
+    train_set, valid_set = make_damage_datasets(data_dir, config, config.degrade_config())
+
+    def make_dls(size: int, bs: int):
+        return dataloaders_from(train_set, valid_set, bs, device, config.num_workers)
+
+    # channels-last convolutions: 27% faster steps on a 2-core CPU (0.84 -> 0.61 s at batch 12, 192 px)
+    learn = Learner(make_dls(config.size, config.bs), build_detector(config.spec),
+                    loss_func=DamageLoss(config.pos_weight, config.dice_weight), metrics=damage_f1, opt_func=Adam,
+                    wd=config.wd, path=out_dir, model_dir=CHECKPOINT_DIR, cbs=ChannelsLast())
+    start_step, elapsed = _resume(learn, resume, "detector") if resume else (0, 0.0)
+    describe = _elapsed_describe(config, data_dir, lambda: {"detector_spec": dataclasses.asdict(config.spec)})
+    checkpoints = StepCheckpoints("detector", out_dir, config.checkpoint_every, describe, elapsed)
+    phases = [_Phase("detector", config.size, config.bs, config.epochs, 0, lr=config.lr)]
+    history = _fit_phases(learn, phases, make_dls, _fit_one_cycle, checkpoints, start_step, config.max_steps)
+    f1 = history[-1].get("damage_f1") if history else None
+    result = TrainResult("detector", checkpoints.last_path, checkpoints.last_step, history, learn,
+                         extra={"f1": f1})
+    if config.export and rank_distrib() == 0:
+        result.exported = export_detector(checkpoints.last_path, out_dir / "detector.safetensors",
+                                          {"validation_f1": f1})
+    return result
+
+
+def export_detector(checkpoint: str | Path, path: str | Path, card: dict[str, Any] | None = None) -> Path:
+    """A detector checkpoint (.pth) -> fp16 safetensors + JSON card (training config, data, hardware, hours)."""
+    state, meta = _read_checkpoint(checkpoint)
+    if state.get("stage") != "detector":
+        raise ValueError(f"{checkpoint}: a {state.get('stage')} checkpoint, not a detector one")
+    spec = from_dict(DetectorSpec, meta.get("detector_spec", {}))
+    model = build_detector(spec)
+    model.load_state_dict(state["model"])
+    auto = {"hardware": meta.get("hardware", hardware()),
+            "training": {k: meta[k] for k in ("stage", "step", "config", "data_dir") if k in meta},
+            "hours": round(meta.get("elapsed_s", 0.0) / 3600, 4), "checkpoint": Path(checkpoint).name,
+            **(card or {})}
+    save_detector(model, path, spec, auto)
+    log.info("exported %s", path)
+    return Path(path)
+
+
 # ------------------------------------------------------------------------------------------- notebooks
 def latest_checkpoint(run_dir: str | Path, stage: str | None = None) -> Path:
     """The checkpoint with the highest step in `run_dir/checkpoints` (optionally of one stage)."""
@@ -872,6 +980,28 @@ def show_restorations(generator: nn.Module, dataset, n: int = 3, output_space: s
             restored = to_image(generator(to_tensor(degraded)[None].to(device))[0].float().cpu())
         for col, (image, title) in enumerate(((degraded, "degraded"), (restored, "restored"), (clean, "clean"))):
             axes[row][col].imshow(image)
+            axes[row][col].set_axis_off()
+            if row == 0:
+                axes[row][col].set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def show_damage(detector: nn.Module, dataset, n: int = 3, device: str | torch.device = "cpu",
+                figsize_per: float = 2.5):
+    """Matplotlib figure: degraded crop, the damage painted on it and what `detector` finds, for `n` items of an
+    `OnTheFlyDamage` dataset."""
+    import matplotlib.pyplot as plt
+
+    n = min(n, len(dataset))
+    fig, axes = plt.subplots(n, 3, figsize=(3 * figsize_per, n * figsize_per), squeeze=False)
+    detector = detector.to(device).eval()
+    for row in range(n):
+        degraded, mask = dataset.pair(row)
+        with torch.no_grad():
+            found = detector(to_tensor(degraded)[None].to(device))[0, 0].float().cpu().numpy() > 0
+        for col, (image, title) in enumerate(((degraded, "degraded"), (mask, "damage"), (found, "detected"))):
+            axes[row][col].imshow(image, cmap="gray" if image.ndim == 2 else None)
             axes[row][col].set_axis_off()
             if row == 0:
                 axes[row][col].set_title(title)

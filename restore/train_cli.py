@@ -5,6 +5,7 @@
         --generator runs/gen/checkpoints/generator_step0001000.pth
     restore-train gan       --config restore/configs/gan.toml       --data ../shared/data/train --out runs/gan \
         --generator runs/gen/checkpoints/... --critic runs/critic/checkpoints/...
+    restore-train detector  --data ../shared/data/train --out runs/detector     # the damage detector
 
 Multi-GPU (or multi-process CPU): `torchrun --nproc_per_node N -m restore.train_cli generator ...`.
 """
@@ -22,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from restore.config import load_config
-from restore.train import STAGE_CONFIGS, TrainResult, train_critic, train_gan, train_generator
+from restore.train import STAGE_CONFIGS, TrainResult, train_critic, train_detector, train_gan, train_generator
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train the restoration model: generator, then critic, then GAN.")
@@ -64,7 +65,7 @@ def _report(result: TrainResult) -> None:
     for row in result.history:
         table.add_row(*[f"{row[c]:.4f}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns])
     console.print(table)
-    for key in ("accuracy", "generator_steps", "critic_steps", "sizes"):
+    for key in ("accuracy", "f1", "generator_steps", "critic_steps", "sizes"):
         if key in result.extra:
             console.print(f"{key}: {result.extra[key]}")
     line = f"checkpoint: {result.checkpoint} (step {result.step})"
@@ -146,6 +147,20 @@ def gan(
                 sizes=(size,) if size else None,
                 batch_sizes=(bs or base.batch_sizes[0],) if size else (tuple([bs] * len(base.sizes)) if bs else None))
     _run(train_gan, cfg, data, out, "gan", resume)
+
+
+@app.command()
+def detector(
+    *, data: Annotated[Path, typer.Option("--data", help="clean photos (damage is painted on the fly)")],
+    config: ConfigOption = None, out: OutOption = None, resume: ResumeOption = None,
+    size: Annotated[int | None, typer.Option("--size", help="crop size in px (multiple of 8)")] = None,
+    bs: BsOption = None, epochs: EpochsOption = None, max_steps: StepsOption = None,
+    checkpoint_every: EveryOption = None,
+) -> None:
+    """The damage detector: where cracks, scratches, dust and holes are; reports pixel F1."""
+    cfg = _load("detector", config, size=size, bs=bs, epochs=epochs, max_steps=max_steps,
+                checkpoint_every=checkpoint_every)
+    _run(train_detector, cfg, data, out, "detector", resume)
 
 
 def main() -> None:

@@ -20,10 +20,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from restore.arch import GeneratorSpec, bake_weight_norms, build_generator
+from restore.arch import DetectorSpec, GeneratorSpec, bake_weight_norms, build_detector, build_generator
 from restore.config import from_dict
 
 DEFAULT_MODEL_NAME = "restore.safetensors"
+DEFAULT_DETECTOR_NAME = "detector.safetensors"
 
 
 class WeightsError(ValueError):
@@ -37,6 +38,10 @@ def models_dir() -> Path:
 
 def default_weights_path() -> Path:
     return models_dir() / DEFAULT_MODEL_NAME
+
+
+def default_detector_path() -> Path:
+    return models_dir() / DEFAULT_DETECTOR_NAME
 
 
 def card_path(weights_path: str | Path) -> Path:
@@ -61,24 +66,62 @@ def save_weights(model: nn.Module, path: str | Path, spec: GeneratorSpec, card: 
     path.parent.mkdir(parents=True, exist_ok=True)
     # Rebuild from the spec rather than deep-copying: a spectral-normed module that has run cannot be copied.
     baked = _baked_generator(spec, {k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
+    spec_dict = dataclasses.asdict(spec)
+    return _write(baked.state_dict(), path, {"generator_spec": json.dumps(spec_dict), "format": "restore-generator"},
+                  fp16, card, generator_spec=spec_dict)
+
+
+def _write(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str], fp16: bool,
+           card: dict[str, Any] | None, **fields: Any) -> dict[str, Any]:
+    """Write `state` as safetensors (float tensors cast to fp16 or fp32) and the JSON card beside it, the card
+    updated with `fields`, the file's name, sha256, dtype and number of (float) values."""
     dtype = torch.float16 if fp16 else torch.float32
     # Integer buffers (BatchNorm's num_batches_tracked) keep their type; float tensors are cast.
-    state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in baked.state_dict().items()}
-    spec_dict = dataclasses.asdict(spec)
+    state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
     tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata={"generator_spec": json.dumps(spec_dict), "format": "restore-generator"})
+    save_file(state, str(tmp), metadata=metadata)
     tmp.chmod(0o644)  # safetensors writes owner-only files; shipped weights must be readable by every user
     tmp.replace(path)
     written = dict(card or {})
-    written.update(
-        generator_spec=spec_dict,
-        weights_file=path.name,
-        sha256=sha256_of(path),
-        dtype=str(dtype).removeprefix("torch."),
-        parameters=sum(v.numel() for v in state.values() if v.is_floating_point()),
-    )
+    written.update(fields, weights_file=path.name, sha256=sha256_of(path), dtype=str(dtype).removeprefix("torch."),
+                   parameters=sum(v.numel() for v in state.values() if v.is_floating_point()))
     card_path(path).write_text(json.dumps(written, indent=2) + "\n", encoding="utf-8")
     return written
+
+
+def save_detector(model: nn.Module, path: str | Path, spec: DetectorSpec, card: dict[str, Any] | None = None,
+                  fp16: bool = True) -> dict[str, Any]:
+    """Write a damage detector as safetensors (fp16 by default, its spec in the metadata) and its JSON card."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    spec_dict = dataclasses.asdict(spec)
+    return _write(state, path, {"detector_spec": json.dumps(spec_dict), "format": "restore-detector"}, fp16, card,
+                  detector_spec=spec_dict)
+
+
+def load_detector(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """The damage detector of a file written by `save_detector` (or a training checkpoint), in eval mode.
+
+    Returns (model, card). Raises WeightsError with the file name for anything unusable.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: detector weights file not found")
+    state, metadata = _read_state(path)
+    card = read_card(path)
+    raw = metadata.get("detector_spec")
+    try:
+        spec = from_dict(DetectorSpec, json.loads(raw) if raw else card.get("detector_spec", {}))
+    except (TypeError, ValueError) as error:
+        raise WeightsError(f"{path}: detector spec in the file is not understood ({error})") from None
+    model = build_detector(spec)
+    try:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0]
+        raise WeightsError(f"{path}: weights do not match the damage detector ({first[:200]})") from None
+    return model.to(device).eval(), {**card, "detector_spec": dataclasses.asdict(spec)}
 
 
 def read_card(weights_path: str | Path) -> dict[str, Any]:

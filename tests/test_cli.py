@@ -230,6 +230,32 @@ def test_tones_and_saturation_options_reach_the_restorer(tmp_path, tiny_weights,
     assert refused.exit_code == 2 and "saturation" in refused.output
 
 
+def test_detector_options_reach_the_restorer(tmp_path, tiny_weights, monkeypatch):
+    from restore import inference
+    from restore.arch import DetectorSpec, build_detector
+    from restore.weights import save_detector
+
+    detector = tmp_path / "my_detector.safetensors"
+    save_detector(build_detector(DetectorSpec(channels=(4, 8))), detector, DetectorSpec(channels=(4, 8)))
+    seen = []
+    original = inference.Restorer.__init__
+
+    def recording(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        seen.append((kwargs.get("detector_weights"), self.detector is not None))
+
+    monkeypatch.setattr(inference.Restorer, "__init__", recording)
+    photo = _photo(tmp_path / "p.png")
+    assert _invoke(photo, "--detector", detector, "--out", tmp_path / "a", weights=tiny_weights).exit_code == 0
+    assert _invoke(photo, "--no-detector", "--out", tmp_path / "b", weights=tiny_weights).exit_code == 0
+    assert seen == [(detector, True), (None, False)]
+    missing = _invoke(photo, "--detector", tmp_path / "none.safetensors", "--out", tmp_path / "c",
+                      weights=tiny_weights)
+    assert missing.exit_code == 2 and "none.safetensors" in missing.output
+    version = RUNNER.invoke(cli.app, ["--version", "--detector", str(detector)]).output
+    assert "damage detector: my_detector" in version
+
+
 def test_version_names_the_model_and_says_placeholder(tmp_path, tiny_weights):
     weights = tmp_path / "model.safetensors"
     shutil.copy(tiny_weights, weights)

@@ -1,0 +1,195 @@
+"""The damage detector: its data, loss, training stage, weights, and what inference does with its mask."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from degradations.pipeline import PipelineConfig
+from restore.arch import DetectorSpec, build_detector, count_parameters
+from restore.config import load_config
+from restore.data import DataOptions, make_damage_datasets
+from restore.inference import Restorer
+from restore.train import DamageLoss, DetectorConfig, damage_f1, export_detector, train_detector
+from restore.weights import WeightsError, load_detector, save_detector
+
+TINY = DetectorSpec(channels=(4, 8))
+
+
+def _write_images(folder: Path, n: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        base = np.linspace(30, 220, 48)[None, :, None] * rng.uniform(0.5, 1.0, (1, 1, 3))
+        image = np.clip(base + rng.normal(0, 10, (40, 48, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(image).save(folder / f"photo_{i:02d}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    return _write_images(tmp_path_factory.mktemp("photos"), 6)
+
+
+@pytest.fixture(scope="module")
+def detector_run(photos, tmp_path_factory):
+    out = tmp_path_factory.mktemp("detector")
+    config = DetectorConfig(spec=TINY, size=32, bs=2, valid_fraction=0.34, epochs=2, checkpoint_every=2)
+    return config, out, train_detector(config, photos, out, device="cpu")
+
+
+def test_the_default_detector_is_small_and_maps_each_pixel_to_a_logit():
+    model = build_detector()
+    assert count_parameters(model) < 1_000_000
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, 40, 56)).shape == (1, 1, 40, 56)
+    with pytest.raises(ValueError, match="channels"):
+        DetectorSpec(channels=(8,))
+
+
+def test_damage_data_marks_the_painted_damage(photos):
+    options = DataOptions(size=32, valid_fraction=0.34)
+    always = PipelineConfig(holes_probability=1.0, holes_area_range=(0.05, 0.1), light_probability=0.0)
+    train, valid = make_damage_datasets(photos, options, always)
+    image, mask = train[0]
+    assert image.shape == (3, 32, 32) and mask.shape == (1, 32, 32) and mask.dtype == torch.float32
+    assert 0.0 < float(mask.mean()) < 0.5 and set(mask.unique().tolist()) <= {0.0, 1.0}
+    # validation items are fixed: the same crop, damage and mask every time
+    first, again = valid[0], valid[0]
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    never = PipelineConfig(holes_probability=0.0)
+    assert float(make_damage_datasets(photos, options, never)[1][0][1].sum()) == 0.0
+
+
+def test_a_paired_folder_is_refused_for_the_detector(tmp_path):
+    for side in ("input", "target"):
+        _write_images(tmp_path / side, 2)
+    with pytest.raises(ValueError, match="paired"):
+        make_damage_datasets(tmp_path, DataOptions(size=32), PipelineConfig())
+
+
+def test_damage_loss_and_f1_reward_the_right_mask():
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., 2:4, :] = 1.0
+    right, wrong = (mask * 2 - 1) * 8, (1 - mask * 2) * 8
+    loss = DamageLoss(pos_weight=3.0, dice_weight=1.0)
+    assert float(loss(right, mask)) < 0.05 < float(loss(wrong, mask))
+    assert float(damage_f1(right, mask)) == pytest.approx(1.0)
+    assert float(damage_f1(wrong, mask)) == pytest.approx(0.0, abs=1e-6)
+    # damage pixels weigh pos_weight times more: missing them costs more than a false alarm on as many
+    missed, alarm = right.clone(), right.clone()
+    missed[..., 2, :] = -8
+    alarm[..., 6, :] = 8
+    plain = DamageLoss(pos_weight=3.0, dice_weight=0.0)
+    assert float(plain(missed, mask)) > 2.5 * float(plain(alarm, mask))
+
+
+def test_detector_stage_checkpoints_exports_and_resumes(detector_run, photos, tmp_path):
+    config, out, result = detector_run
+    # 4 training photos, batch 2 -> 2 steps per epoch, 2 epochs
+    assert result.step == 4 and result.extra["f1"] is not None
+    assert sorted(p.name for p in (out / "checkpoints").glob("*.pth")) == [
+        "detector_step0000002.pth", "detector_step0000004.pth"]
+    model, card = load_detector(result.exported)
+    assert tuple(card["detector_spec"]["channels"]) == (4, 8) and card["training"]["step"] == 4
+    assert card["dtype"] == "float16" and "validation_f1" in card
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    trained = build_detector(TINY)
+    trained.load_state_dict(torch.load(result.checkpoint, weights_only=True)["model"])
+    with torch.no_grad():
+        assert torch.allclose(model(x), trained.eval()(x), atol=5e-2)
+    resumed = train_detector(config, photos, tmp_path, resume=out / "checkpoints" / "detector_step0000002.pth",
+                             device="cpu")
+    assert resumed.step == 4 and len(resumed.learner.recorder.losses) == 2
+
+
+def test_export_refuses_a_checkpoint_of_another_stage(tmp_path):
+    path = tmp_path / "generator_step0000001.pth"
+    torch.save({"model": {}, "step": 1, "stage": "generator"}, path)
+    with pytest.raises(ValueError, match="not a detector"):
+        export_detector(path, tmp_path / "detector.safetensors")
+
+
+def test_detector_weights_round_trip_and_bad_files_name_themselves(tmp_path, tiny_weights):
+    torch.manual_seed(0)
+    model = build_detector(TINY).eval()
+    path = tmp_path / "detector.safetensors"
+    card = save_detector(model, path, TINY, {"name": "test-detector"})
+    assert json.loads(path.with_suffix(".json").read_text())["sha256"] == card["sha256"]
+    loaded, loaded_card = load_detector(path)
+    assert loaded_card["name"] == "test-detector"
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model(x), atol=5e-2)
+    with pytest.raises(WeightsError, match="not found"):
+        load_detector(tmp_path / "missing.safetensors")
+    with pytest.raises(WeightsError, match=str(tiny_weights.name)):   # a generator is not a detector
+        load_detector(tiny_weights)
+
+
+class _FlagsWhite(nn.Module):
+    """Stand-in detector: damage wherever the photo is near white (an opaque light crack), nowhere else."""
+
+    spec = DetectorSpec()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(x.mean(dim=1, keepdim=True) > 0.9, 10.0, -10.0)
+
+
+class _Identity(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def _cracked_print() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(a gray print with a white crack across it, the print without it, the crack's mask)."""
+    y, x = np.mgrid[0:200, 0:300].astype(np.float32)
+    gray = np.clip(50 + 130 * x / 300 + 20 * np.sin(y / 17.0), 0, 255).astype(np.uint8)
+    clean = np.repeat(gray[..., None], 3, axis=2)
+    crack = np.zeros(gray.shape, np.uint8)
+    cv2.polylines(crack, [np.array([[10, 20], [90, 70], [160, 60], [290, 180]], np.int32)], False, 1, 2)
+    cracked = clean.copy()
+    cracked[crack > 0] = 250
+    return cracked, clean, crack > 0
+
+
+def test_what_the_detector_finds_is_repaired_and_nothing_else():
+    cracked, clean, crack = _cracked_print()
+    restored, info = Restorer(model=_Identity(), detector=_FlagsWhite(), device="cpu").restore_array(cracked)
+    assert info["input_type"] == "bw"
+    error = np.abs(restored.astype(int) - clean.astype(int)).max(axis=2)
+    assert error[crack].mean() < 12          # the crack is gone: 200 levels above the print before
+    far = cv2.dilate(crack.astype(np.uint8), np.ones((9, 9), np.uint8)) == 0
+    assert error[far].mean() < 2             # and the rest of the print is its own
+    kept, _ = Restorer(model=_Identity(), detector=_FlagsWhite(), device="cpu",
+                       find_damage=False).restore_array(cracked)
+    assert np.abs(kept.astype(int) - clean.astype(int)).max(axis=2)[crack].mean() > 100
+
+
+def test_the_shipped_detector_comes_with_the_shipped_weights_only(tmp_path, tiny_weights, monkeypatch):
+    path = tmp_path / "detector.safetensors"
+    save_detector(build_detector(TINY), path, TINY)
+    monkeypatch.setattr("restore.inference.default_detector_path", lambda: path)
+    assert Restorer(weights=tiny_weights, device="cpu").detector is not None
+    assert Restorer(weights=tiny_weights, device="cpu", find_damage=False).detector is None
+    assert Restorer(model=_Identity(), device="cpu").detector is None   # a ready model: only a ready detector
+    monkeypatch.setattr("restore.inference.default_detector_path", lambda: tmp_path / "none.safetensors")
+    assert Restorer(weights=tiny_weights, device="cpu").detector is None  # not installed: optional
+    with pytest.raises(WeightsError, match="none.safetensors"):         # named: required
+        Restorer(weights=tiny_weights, device="cpu", detector_weights=tmp_path / "none.safetensors")
+
+
+def test_the_packaged_detector_config_is_the_default_one():
+    packaged = Path(__file__).resolve().parents[1] / "restore" / "configs" / "detector.toml"
+    assert load_config(DetectorConfig, packaged) == DetectorConfig()
+    # its damage: mostly cracks, on most crops, in the default recipe of everything else
+    degrade = DetectorConfig().degrade_config()
+    assert degrade.holes_kinds.count("crack") >= 3 and degrade.holes_probability > 0.5
+    assert degrade.category_weights() == PipelineConfig().category_weights()
