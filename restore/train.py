@@ -163,6 +163,10 @@ class DetectorConfig(DataOptions):
     holes_area_range: tuple = (0.003, 0.06)  # damaged share of a damaged crop
     holes_kinds: tuple = ("crack", "crack", "crack", "scratch", "dust", "dust", "blob", "stain", "tear")  # as
                                          # on real old prints: mostly cracks, scratches and dust
+    category_weights: tuple = (0.1, 0.05, 0.65, 0.2)  # colour negative, b&w negative, b&w print, colour: mostly
+                                         # prints, where the damage must be found (with the default recipe's
+                                         # 42.5% negatives the detector missed most cracks on real sepia prints)
+    tone_probability: float = 0.5        # share of the prints that are sepia-toned, as many real old ones are
     pos_weight: float = 3.0              # BCE weight of damage pixels (damage is ~2% of the pixels)
     dice_weight: float = 1.0             # soft-Dice term: the mask's overlap, whatever share of the crop it is
     epochs: int = 4                      # epochs over the training photos (one fresh crop each)
@@ -173,9 +177,12 @@ class DetectorConfig(DataOptions):
     export: bool = True                  # write detector.safetensors (fp16) + card at the end
 
     def degrade_config(self) -> PipelineConfig:
-        """The default degradation recipe with this stage's damage: prints, negatives and colour scans alike."""
+        """The default degradation recipe with this stage's damage and mix of what the photos are."""
+        negative_color, negative_bw, bw, color = self.category_weights
         return PipelineConfig(holes_probability=self.holes_probability, holes_area_range=self.holes_area_range,
-                              holes_kinds=self.holes_kinds)
+                              holes_kinds=self.holes_kinds, negative_color_weight=negative_color,
+                              negative_bw_weight=negative_bw, bw_weight=bw, color_weight=color,
+                              tone_probability=self.tone_probability)
 
 
 STAGE_CONFIGS = {"generator": GeneratorConfig, "critic": CriticConfig, "gan": GanConfig,
