@@ -3,9 +3,9 @@
 Every ground-truth photo is scaled so its long side is at most `max_side` (default 512 px, area filter)
 *before* anything else: the ground truth, the degraded inputs and the restorations all have that size, so a
 restoration is one network pass at the CLI's default render size (`render_factor` 32 = 512 px; two for a
-suspected negative) and the evaluation of 46 photos x 11 categories fits in minutes on a CPU. Each category is a fixed recipe of the
-project's degradation transforms with fixed parameters; the random parts (which pixels get salt and pepper,
-the noise field, the shape of the holes) come from a seed per (photo, category), so a run is reproducible
+suspected negative) and the evaluation of 46 photos x 12 categories fits in minutes on a CPU. Each category
+is a fixed recipe of the project's degradation transforms with fixed parameters; the random parts (which
+pixels get salt and pepper, the noise field, the shape of the holes) come from a seed per (photo, category), so a run is reproducible
 and two runs with the same seed compare like with like.
 
 Methods per category: "input" (the degraded photo itself), "classical" (`restore.baselines.classical`, told

@@ -393,7 +393,7 @@ def test_a_failing_restorer_names_the_photo(photo_dir, tmp_path):
 def test_colour_damage_categories_keep_their_kinds_and_the_print_one_has_cracks():
     # the colour categories were measured before Holes learnt cracks: their recipe must not change under the
     # cards that hold those numbers; the print category takes every kind there is
-    kinds = {name: [t["kinds"] for t in recipe(name) if t["__class_fullname__"].endswith("Holes")][0]
+    kinds = {name: next(t["kinds"] for t in recipe(name) if t["__class_fullname__"].endswith("Holes"))
              for name in ("color_holes", "negative_color_holes", "bw_holes")}
     assert "crack" not in kinds["color_holes"] and kinds["color_holes"] == kinds["negative_color_holes"]
     assert "crack" in kinds["bw_holes"]
