@@ -282,16 +282,18 @@ def apply_pipeline(pipeline: A.Compose, image: np.ndarray, seed: int) -> tuple[n
 _local = threading.local()
 
 
-def _cached_pipeline(config: PipelineConfig) -> A.Compose:
-    """One built pipeline per config and thread (building costs far more than a 256 px degradation)."""
-    cache = getattr(_local, "pipelines", None)
+def _cached(build: Any, config: PipelineConfig) -> Any:
+    """`build(config)`, built once per builder, config and thread (building costs far more than a 256 px
+    degradation)."""
+    cache = getattr(_local, "built", None)
     if cache is None:
-        cache = _local.pipelines = {}
-    if config not in cache:
+        cache = _local.built = {}
+    key = (build, config)
+    if key not in cache:
         if len(cache) > 8:
             cache.clear()
-        cache[config] = build_pipeline(config)
-    return cache[config]
+        cache[key] = build(config)
+    return cache[key]
 
 
 def degrade(
@@ -304,7 +306,7 @@ def degrade(
     shape; record is ``{"category": one of CATEGORIES, "ops": [{"name": ..., "params": {...}}, ...]}``,
     JSON-serializable, ops in the order applied. Same image, config and seed give the same bytes.
     """
-    return apply_pipeline(_cached_pipeline(config or PipelineConfig()), image, seed)
+    return apply_pipeline(_cached(build_pipeline, config or PipelineConfig()), image, seed)
 
 
 # Levels (0-255, any channel) by which painted damage must change a pixel to count as visible damage: a light
@@ -323,7 +325,7 @@ def degrade_with_damage(
     :func:`degrade`: the three stages draw from one stream but run as separate compositions).
     """
     _check_image(image)
-    aged, damage, scanned = _cached_stages(config or PipelineConfig())
+    aged, damage, scanned = _cached(_composed_stages, config or PipelineConfig())
     np_random, py_random = np.random.default_rng(seed), random.Random(seed)
     out = np.ascontiguousarray(image)
     for stage in (aged, damage, scanned):
@@ -335,14 +337,6 @@ def degrade_with_damage(
     return out, mask
 
 
-def _cached_stages(config: PipelineConfig) -> tuple[A.Compose, A.Compose, A.Compose]:
-    """`_stages` composed, once per config and thread, as `_cached_pipeline`."""
-    cache = getattr(_local, "stages", None)
-    if cache is None:
-        cache = _local.stages = {}
-    if config not in cache:
-        if len(cache) > 8:
-            cache.clear()
-        aged, damage, scanned = _stages(config)
-        cache[config] = (A.Compose(aged, p=1.0), A.Compose([damage], p=1.0), A.Compose(scanned, p=1.0))
-    return cache[config]
+def _composed_stages(config: PipelineConfig) -> tuple[A.Compose, A.Compose, A.Compose]:
+    aged, damage, scanned = _stages(config)
+    return A.Compose(aged, p=1.0), A.Compose([damage], p=1.0), A.Compose(scanned, p=1.0)
