@@ -33,10 +33,11 @@ carried back to the original size:
   photo is a positive. Positives take one pass (an orange-lit one two); a noisy negative is denoised on the
   scan (non-local means) and its inversion takes a third.
 * Isolated impulses (salt-and-pepper) are removed at native resolution with a 3x3 median before anything.
-* Holes on a colour photo or colour negative (blobs of one near-neutral colour: missing emulsion, dust, opaque
-  scratches; `restore.baselines.hole_mask`) are inpainted classically on the render-size copy before the
-  network sees it, and the repair there is the mean of the network's and that fill (either alone errs more:
-  a from-scratch network fills large holes poorly).
+* Damage the damage detector finds on any photo (cracks, scratches, dust, holes: `Restorer.find_damage`, the
+  shipped models/detector.safetensors) and, on a colour photo or colour negative, blobs of one near-neutral
+  colour (missing emulsion, dust, opaque scratches; `restore.baselines.hole_mask`) are inpainted classically
+  on the render-size copy before the network sees it, and the repair there is the mean of the network's and
+  that fill (either alone errs more: a from-scratch network fills large holes poorly).
 * Colour: chroma (YCrCb Cr/Cb) from the render-size output, upsampled bilinearly and combined with the
   full-resolution luminance. This is DeOldify's trick and it works because vision resolves colour far more
   coarsely than brightness (the reason JPEG subsamples chroma), so low-resolution colour looks sharp on
