@@ -171,7 +171,7 @@ class DetectorSpec:
 
     def __post_init__(self):
         if len(self.channels) < 2 or min(self.channels) < 1:
-            raise ValueError(f"detector channels need two or more positive widths, got {self.channels}")
+            raise ValueError(f"{type(self).__name__} channels need two or more positive widths, got {self.channels}")
 
     @property
     def multiple(self) -> int:
@@ -179,29 +179,33 @@ class DetectorSpec:
         return 2 ** (len(self.channels) - 1)
 
 
+@dataclass(frozen=True)
+class DenoiserSpec(DetectorSpec):
+    channels: tuple = (32, 64, 128, 256)  # widths of the levels below the half-resolution input
+
+    @property
+    def multiple(self) -> int:
+        """Input sides must be a multiple of this (the 2x2 pixel unshuffle, then one halving per level)."""
+        return 2 ** len(self.channels)
+
+
 def _conv_block(n_in: int, n_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(n_in, n_out, 3, padding=1, bias=False), nn.BatchNorm2d(n_out), nn.ReLU(True),
                          nn.Conv2d(n_out, n_out, 3, padding=1, bias=False), nn.BatchNorm2d(n_out), nn.ReLU(True))
 
 
-class DamageDetector(nn.Module):
-    """Where a photo is physically damaged (cracks, scratches, dust, holes): RGB in [-1, 1], N x 3 x H x W, to
-    one logit per pixel, N x 1 x H x W (H, W multiples of `spec.multiple`).
+class _PlainUNet(nn.Module):
+    """Conv blocks that halve the size level by level, bilinear upsampling with skip connections back up, and a
+    1x1 head to `n_out` channels: the body of the damage detector and the denoiser."""
 
-    A small U-Net (0.5 M parameters with the default widths, ~0.1 s at 512 px on a CPU): finding damage is a
-    local question (a thin bright line that continues across the picture), which the generator's ResNet34
-    answers too weakly when it has to restore everything else at the same time, as Bringing-Old-Photos-Back-
-    to-Life also found; its mask tells inference where the photo itself must be replaced.
-    """
-
-    def __init__(self, spec: DetectorSpec = DetectorSpec()):
+    def __init__(self, spec: DetectorSpec, n_in: int, n_out: int):
         super().__init__()
         widths = tuple(spec.channels)
         self.spec = spec
-        self.down = nn.ModuleList([_conv_block(3, widths[0])]
+        self.down = nn.ModuleList([_conv_block(n_in, widths[0])]
                                   + [_conv_block(a, b) for a, b in itertools.pairwise(widths)])
         self.up = nn.ModuleList([_conv_block(b + a, a) for a, b in zip(widths[-2::-1], widths[:0:-1])])
-        self.head = nn.Conv2d(widths[0], 1, 1)
+        self.head = nn.Conv2d(widths[0], n_out, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
@@ -214,8 +218,43 @@ class DamageDetector(nn.Module):
         return self.head(x)
 
 
+class DamageDetector(_PlainUNet):
+    """Where a photo is physically damaged (cracks, scratches, dust, holes): RGB in [-1, 1], N x 3 x H x W, to
+    one logit per pixel, N x 1 x H x W (H, W multiples of `spec.multiple`).
+
+    A small U-Net (0.5 M parameters with the default widths, ~0.1 s at 512 px on a CPU): finding damage is a
+    local question (a thin bright line that continues across the picture), which the generator's ResNet34
+    answers too weakly when it has to restore everything else at the same time, as Bringing-Old-Photos-Back-
+    to-Life also found; its mask tells inference where the photo itself must be replaced.
+    """
+
+    def __init__(self, spec: DetectorSpec = DetectorSpec()):
+        super().__init__(spec, 3, 1)
+
+
+class Denoiser(_PlainUNet):
+    """Noise and film grain off a photo at its full resolution: RGB in [-1, 1], N x 3 x H x W, to the same image
+    denoised (H, W multiples of `spec.multiple`). Blind: it is not told the noise level.
+
+    The network predicts the noise and subtracts it (residual learning, as DnCNN), on the four half-resolution
+    sub-images of the photo (2x2 pixel unshuffle, as FFDNet: a quarter of the work at full resolution). The
+    generator works on a 512 px copy and cannot remove noise at a scan's own resolution; this small U-Net
+    (1.9 M parameters with the default widths) can, tile by tile.
+    """
+
+    def __init__(self, spec: DenoiserSpec = DenoiserSpec()):
+        super().__init__(spec, 12, 12)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x - F.pixel_shuffle(super().forward(F.pixel_unshuffle(x, 2)), 2)
+
+
 def build_detector(spec: DetectorSpec = DetectorSpec()) -> DamageDetector:
     return DamageDetector(spec)
+
+
+def build_denoiser(spec: DenoiserSpec = DenoiserSpec()) -> Denoiser:
+    return Denoiser(spec)
 
 
 def bake_weight_norms(model: nn.Module) -> nn.Module:

@@ -28,7 +28,7 @@ from PIL import Image
 from skimage.color import lab2rgb, rgb2lab
 from torch.utils.data import Dataset
 
-from degradations.pipeline import degrade, degrade_with_damage
+from degradations.pipeline import apply_pipeline, degrade, degrade_with_damage
 from restore.imageio import read_image
 from restore.imaging import to_tensor
 
@@ -204,6 +204,21 @@ class OnTheFlyDamage(OnTheFlyPairs):
         return to_tensor(degraded), torch.from_numpy(mask[None].astype(np.float32))
 
 
+class OnTheFlyNoise(OnTheFlyPairs):
+    """Clean photos -> (noisy crop, clean crop) tensors for the denoiser. `degrade_config` is a pair of
+    albumentations recipes (the denoiser stage's `DenoiserConfig.recipes()`): the first makes the photo what it
+    is (a black-and-white print: the target is then one too), the second adds the noise; both seeded per item
+    as `OnTheFlyPairs` seeds its degradations."""
+
+    def pair(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(noisy uint8, clean uint8) crops for item `index`."""
+        clean, sample_seed = self.clean_crop(index)
+        photo, noise = self.degrade_config
+        clean, _record = apply_pipeline(photo, clean, sample_seed)
+        noisy, _record = apply_pipeline(noise, clean, (sample_seed + 1) % 2**31)
+        return noisy, clean
+
+
 class PairedFolder(Dataset):
     """Pairs written by `degrade`: the same crop of `input/<rel>` and `target/<rel>`."""
 
@@ -287,15 +302,29 @@ def _on_the_fly(dataset_class: type[OnTheFlyPairs], data_dir: Path, options: Dat
     return train, valid
 
 
-def make_damage_datasets(data_dir: str | Path, options: DataOptions, degrade_config) -> tuple[Dataset, Dataset]:
-    """(train, valid) `OnTheFlyDamage` datasets of a folder of clean photos (a paired folder has no masks)."""
+def _clean_photo_datasets(dataset_class: type[OnTheFlyPairs], data_dir: str | Path, options: DataOptions,
+                          degrade_config, why: str) -> tuple[Dataset, Dataset]:
     data_dir = Path(data_dir)
     if options.paired == "yes" or (options.paired == "auto" and is_paired_folder(data_dir)):
-        raise ValueError(f"{data_dir}: the damage detector trains on clean photos, degraded on the fly; a paired "
-                         f"folder does not say where the damage is")
+        raise ValueError(f"{data_dir}: {why}")
     common = {"size": options.size, "max_zoom": options.max_zoom, "flip": options.flip, "seed": options.seed,
               "degrade_config": degrade_config}
-    return _on_the_fly(OnTheFlyDamage, data_dir, options, common)
+    return _on_the_fly(dataset_class, data_dir, options, common)
+
+
+def make_damage_datasets(data_dir: str | Path, options: DataOptions, degrade_config) -> tuple[Dataset, Dataset]:
+    """(train, valid) `OnTheFlyDamage` datasets of a folder of clean photos (a paired folder has no masks)."""
+    return _clean_photo_datasets(OnTheFlyDamage, data_dir, options, degrade_config,
+                                 "the damage detector trains on clean photos, degraded on the fly; a paired "
+                                 "folder does not say where the damage is")
+
+
+def make_noise_datasets(data_dir: str | Path, options: DataOptions, recipes) -> tuple[Dataset, Dataset]:
+    """(train, valid) `OnTheFlyNoise` datasets of a folder of clean photos; `recipes`: (what the photo is, the
+    noise added to it), as `DenoiserConfig.recipes()` gives."""
+    return _clean_photo_datasets(OnTheFlyNoise, data_dir, options, recipes,
+                                 "the denoiser trains on clean photos with noise added on the fly; this is a "
+                                 "paired folder")
 
 
 def make_dataloaders(data_dir: str | Path, options: DataOptions = DataOptions(), size: int | None = None,

@@ -119,6 +119,9 @@ def main_command(
     no_detector: Annotated[bool, typer.Option(
         "--no-detector", help="Restore without the damage detector, as restore --no-detector (to measure it).")
     ] = False,
+    no_denoiser: Annotated[bool, typer.Option(
+        "--no-denoiser", help="Restore without the denoiser, as restore --no-denoiser (to measure it).")
+    ] = False,
     update_card: Annotated[bool, typer.Option(
         "--update-card", help="Write the results into the JSON card beside each --weights file (its own row "
         "and both baselines): the model card's numbers come from this command, never typed by hand.")] = False,
@@ -163,12 +166,13 @@ def main_command(
             if no_reference:
                 result = evaluate_no_reference(data, weight_files, out_dir=out, limit=limit, max_side=max_side,
                                                device=device, render_factor=render_factor, saturation=saturation,
-                                               find_damage=not no_detector, progress=report)
+                                               find_damage=not no_detector, denoise=not no_denoiser,
+                                               progress=report)
             else:
                 result = evaluate(data, weight_files, seed=seed, out_dir=out, limit=limit, categories=names,
                                   max_side=max_side, device=device, render_factor=render_factor,
                                   saturation=saturation, workers=workers, find_damage=not no_detector,
-                                  progress=report)
+                                  denoise=not no_denoiser, progress=report)
     except ValueError as error:  # bad folder, unknown category, unreadable image or weights: one line
         console.print(f"[red]error:[/] {error}", highlight=False)
         raise typer.Exit(code=2) from None

@@ -215,13 +215,13 @@ def model_labels(weights: Sequence[str | Path]) -> list[str]:
 
 
 def load_restorers(weights: Sequence[str | Path], device: str = "auto", render_factor: int | None = None,
-                   saturation: float = 1.0, find_damage: bool = True) -> dict:
+                   saturation: float = 1.0, find_damage: bool = True, denoise: bool = True) -> dict:
     """label -> Restorer for each weights file (the CLI's inference path, with the shipped damage detector
-    unless `find_damage` is False)."""
+    unless `find_damage` is False and the shipped denoiser unless `denoise` is False)."""
     from restore.inference import Restorer  # torch and the network stack load only when models are used
 
     kwargs = {"render_factor": render_factor} if render_factor is not None else {}
-    kwargs.update(saturation=saturation, find_damage=find_damage)
+    kwargs.update(saturation=saturation, find_damage=find_damage, denoise=denoise)
     return {label: Restorer(weights=path, device=device, **kwargs)
             for label, path in zip(model_labels(weights), weights)}
 
@@ -294,11 +294,11 @@ def _prepare(root: Path, rel_path: str, categories: Sequence[str], seed: int, ma
     return prepared
 
 
-def _detector_of(restorer: Any) -> dict[str, Any] | None:
-    """What damage detector a restorer ran (its weights file, version and sha256), or None."""
-    if getattr(restorer, "detector", None) is None:
+def _small_net_of(restorer: Any, kind: str) -> dict[str, Any] | None:
+    """What damage detector or denoiser (`kind`) a restorer ran (weights file, name, version, sha256), or None."""
+    if getattr(restorer, kind, None) is None:
         return None
-    card = getattr(restorer, "detector_card", {}) or {}
+    card = getattr(restorer, f"{kind}_card", {}) or {}
     return {key: card.get(key) for key in ("weights_file", "name", "version", "sha256")}
 
 
@@ -322,11 +322,12 @@ def evaluate(data_dir: str | Path, weights_list: Sequence[str | Path] = (), seed
              categories: Iterable[str] | None = None, max_side: int | None = DEFAULT_MAX_SIDE,
              device: str = "auto", render_factor: int | None = None, saturation: float = 1.0, workers: int = 2,
              sheet_photos: int = SHEET_PHOTOS, restorers: dict | None = None, find_damage: bool = True,
-             progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
+             denoise: bool = True, progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
     """Degrade, restore and score every photo of `data_dir` in every category; write the report.
 
     Writes `out_dir`/report.md, metrics.json and sheets/<category>.jpg. `restorers` (label -> object with
-    `restore_array`) replaces loading `weights_list`; `find_damage` False loads them without the damage detector.
+    `restore_array`) replaces loading `weights_list`; `find_damage` / `denoise` False load them without the damage
+    detector / the denoiser.
     `progress(done, total, what)` is called as work finishes.
     Returns the metrics dictionary written to metrics.json.
     """
@@ -335,7 +336,7 @@ def evaluate(data_dir: str | Path, weights_list: Sequence[str | Path] = (), seed
     names = resolve_categories(categories)
     photos = find_photos(root, limit)
     if restorers is None:
-        restorers = (load_restorers(list(weights_list), device, render_factor, saturation, find_damage)
+        restorers = (load_restorers(list(weights_list), device, render_factor, saturation, find_damage, denoise)
                      if weights_list else {})
     models = list(restorers)
     out = Path(out_dir)
@@ -413,7 +414,8 @@ def evaluate(data_dir: str | Path, weights_list: Sequence[str | Path] = (), seed
             "recipes": {name: recipe(name) for name in names},
             "models": {label: str(path) for label, path in zip(models, weights_list)} if weights_list else
                       {label: None for label in models},
-            "detectors": {label: _detector_of(restorers[label]) for label in models},
+            "detectors": {label: _small_net_of(restorers[label], "detector") for label in models},
+            "denoisers": {label: _small_net_of(restorers[label], "denoiser") for label in models},
             "methods": methods,
             "seconds": round(time.perf_counter() - start, 1),
             "network_seconds": round(network_seconds, 1),
@@ -636,7 +638,7 @@ def evaluate_no_reference(data_dir: str | Path, weights_list: Sequence[str | Pat
                           max_side: int | None = DEFAULT_MAX_SIDE, device: str = "auto",
                           render_factor: int | None = None, saturation: float = 1.0, restorers: dict | None = None,
                           rows_per_sheet: int = NO_REFERENCE_SHEET_ROWS, find_damage: bool = True,
-                          progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
+                          denoise: bool = True, progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
     """Photos without ground truth (real old photos): contact sheets input | each model, no metrics.
 
     Writes `out_dir`/sheets/no_reference_NN.jpg, report.md and metrics.json (the detected input type and time
@@ -646,7 +648,7 @@ def evaluate_no_reference(data_dir: str | Path, weights_list: Sequence[str | Pat
     root = Path(data_dir)
     photos = find_photos(root, limit)
     if restorers is None:
-        restorers = (load_restorers(list(weights_list), device, render_factor, saturation, find_damage)
+        restorers = (load_restorers(list(weights_list), device, render_factor, saturation, find_damage, denoise)
                      if weights_list else {})
     if not restorers:
         raise ValueError("no-reference mode needs at least one model (--weights FILE, or a shipped model)")

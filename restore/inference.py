@@ -67,8 +67,10 @@ from restore.imaging import to_tensor, to_uint8
 from restore.metrics import mae
 from restore.weights import (
     WeightsError,
+    default_denoiser_path,
     default_detector_path,
     default_weights_path,
+    load_denoiser,
     load_detector,
     load_generator,
 )
@@ -103,6 +105,9 @@ CHROMA_DENOISE_PER_LEVEL = 0.2   # noisy colour photo: its own chroma blurred by
 MAX_SATURATION = 4.0             # colorized chroma scale: beyond this every colour clips
 MIN_CORING_SIGMA = 5.0           # detail noise (levels) below this is left alone: clean photos stay untouched
 DETECTOR_THRESHOLD = 0.5         # damage detector probability from which a render-size pixel is damage
+DENOISE_MIN_SIGMA = 5.0          # levels of noise (wavelet estimate) from which the denoiser runs
+DENOISE_TILE = 768               # px: the denoiser runs on tiles this big (bounded memory on big scans) ...
+DENOISE_MARGIN = 32              # ... each seen with this much of its neighbours around it (no seams)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -568,13 +573,17 @@ class Restorer:
     holes, which are then repaired (default: the shipped models/detector.safetensors, if installed).
     detector: a ready detector module instead (with `model` given, only this one is used). find_damage: False
     runs no detector (the classical hole search on colour photos still runs).
+    denoiser_weights: the denoiser (`restore.arch.Denoiser`) run at full resolution on photos whose noise is
+    above DENOISE_MIN_SIGMA (default: the shipped models/denoiser.safetensors, if installed); denoiser: a ready
+    module instead; denoise: False runs none (noise is then only cored, as before the denoiser existed).
     """
 
     def __init__(self, weights: str | Path | None = None, device: str | torch.device = "auto",
                  render_factor: int = DEFAULT_RENDER_FACTOR, input_type: str = "auto", *,
                  tones: str = "input", saturation: float = 1.0, model: nn.Module | None = None,
                  detector_weights: str | Path | None = None, detector: nn.Module | None = None,
-                 find_damage: bool = True):
+                 find_damage: bool = True, denoiser_weights: str | Path | None = None,
+                 denoiser: nn.Module | None = None, denoise: bool = True):
         if input_type not in INPUT_TYPES:
             raise ValueError(f"unknown input type {input_type!r}; choose from {', '.join(INPUT_TYPES)}")
         if tones not in TONES:
@@ -590,6 +599,7 @@ class Restorer:
         self.input_type = input_type
         self.card: dict[str, Any] = {}
         self.detector_card: dict[str, Any] = {}
+        self.denoiser_card: dict[str, Any] = {}
         ready_model = model is not None
         if model is None:
             path = Path(weights) if weights is not None else default_weights_path()
@@ -608,6 +618,41 @@ class Restorer:
         self.detector = None
         if find_damage and detector is not None:
             self.detector = detector.to(self.device).eval().to(memory_format=torch.channels_last)
+        if denoise and denoiser is None and (denoiser_weights is not None or not ready_model):
+            path = Path(denoiser_weights) if denoiser_weights is not None else default_denoiser_path()
+            if denoiser_weights is not None or path.is_file():
+                denoiser, self.denoiser_card = load_denoiser(path, self.device)
+        self.denoiser = None
+        if denoise and denoiser is not None:
+            self.denoiser = denoiser.to(self.device).eval().to(memory_format=torch.channels_last)
+
+    def denoise(self, rgb: np.ndarray) -> tuple[float, np.ndarray]:
+        """(noise sigma in levels, the photo denoised at full resolution): uint8 HxWx3 RGB in and out, the photo
+        itself when there is no denoiser or its noise is below DENOISE_MIN_SIGMA.
+
+        The sigma is the wavelet estimate on the central 1024 px (`restore.baselines.estimate_noise_sigma`);
+        the network is blind and takes the level from the photo itself. It runs on DENOISE_TILE tiles, each
+        with DENOISE_MARGIN px of context that is then dropped, so big scans fit in memory without seams.
+        """
+        height, width = rgb.shape[:2]
+        top, left = max(0, (height - 1024) // 2), max(0, (width - 1024) // 2)
+        sigma = round(estimate_noise_sigma(np.ascontiguousarray(rgb[top: top + 1024, left: left + 1024])), 2)
+        if self.denoiser is None or sigma < DENOISE_MIN_SIGMA:
+            return sigma, rgb
+        multiple = self.denoiser.spec.multiple
+        out = np.empty_like(rgb)
+        for top in range(0, height, DENOISE_TILE):
+            for left in range(0, width, DENOISE_TILE):
+                bottom, right = min(height, top + DENOISE_TILE), min(width, left + DENOISE_TILE)
+                y0, x0 = max(0, top - DENOISE_MARGIN), max(0, left - DENOISE_MARGIN)
+                y1, x1 = min(height, bottom + DENOISE_MARGIN), min(width, right + DENOISE_MARGIN)
+                patch = rgb[y0:y1, x0:x1]
+                tensor = to_tensor(pad_to_multiple(patch, multiple)).unsqueeze(0)
+                tensor = tensor.to(self.device).contiguous(memory_format=torch.channels_last)
+                with torch.inference_mode():
+                    clean = to_uint8(self.denoiser(tensor)[0, :, : y1 - y0, : x1 - x0])
+                out[top:bottom, left:right] = clean[top - y0: bottom - y0, left - x0: right - x0]
+        return sigma, out
 
     def find_damage(self, image: np.ndarray) -> np.ndarray | None:
         """uint8 HxW mask (255 = damage) of a render-size uint8 RGB copy, by the detector; None without one."""
@@ -642,6 +687,8 @@ class Restorer:
         start = time.perf_counter()
         rgb = np.ascontiguousarray(rgb)
         rgb, impulses = remove_impulses(rgb)
+        noise_sigma, rgb = self.denoise(rgb)
+        denoiser_ran = self.denoiser is not None and noise_sigma >= DENOISE_MIN_SIGMA
         small, patched, holes = self._render_copies(rgb, impulses)
         denoised_sigma = None
         passes: list[dict[str, Any]] = []
@@ -703,6 +750,7 @@ class Restorer:
         if reported is not None:
             info["input_type"] = reported
         info.update(passes=passes, impulses_repaired=impulses, denoised_sigma=denoised_sigma,
+                    noise_sigma=noise_sigma, denoiser_ran=denoiser_ran,
                     seconds=time.perf_counter() - start)
         return restored, info
 

@@ -27,6 +27,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import albumentations as A
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -51,11 +52,14 @@ from torchvision.models.vgg import cfgs as vgg_cfgs
 from torchvision.models.vgg import make_layers as vgg_make_layers
 
 from degradations.pipeline import PipelineConfig
+from degradations.transforms import Grayscale, Jpeg, Noise
 from restore.arch import (
     CriticSpec,
+    DenoiserSpec,
     DetectorSpec,
     GeneratorSpec,
     build_critic,
+    build_denoiser,
     build_detector,
     build_generator,
     generator_learner,
@@ -70,11 +74,12 @@ from restore.data import (
     make_damage_datasets,
     make_dataloaders,
     make_datasets,
+    make_noise_datasets,
     read_rgb,
     rgb_to_lab_scaled,
 )
 from restore.imaging import to_tensor, to_uint8
-from restore.weights import WeightsError, load_generator, save_detector, save_weights
+from restore.weights import WeightsError, load_generator, save_denoiser, save_detector, save_weights
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +190,41 @@ class DetectorConfig(DataOptions):
                               tone_probability=self.tone_probability)
 
 
+@dataclass(frozen=True)
+class DenoiserConfig(DataOptions):
+    spec: DenoiserSpec = DenoiserSpec()  # noqa: RUF009 (frozen) the small U-Net: [spec] table in TOML
+    size: int = 128                      # crop side (px), a multiple of spec.multiple
+    bs: int = 16                         # batch size
+    max_zoom: float = 5.0                # the short side resized to 1-5 crops: from whole-photo views (as the
+                                         # evaluation's 512 px photos) to a scan's own fine detail
+    gray_probability: float = 0.3        # share of crops made black-and-white prints (sepia toned as the recipe's)
+    noise_probability: float = 0.9       # share with noise added; the rest teach it to leave clean photos alone
+    noise_kinds: tuple = ("gaussian", "gaussian", "gaussian", "grain")  # repeat = likelier
+    sigma_range: tuple = (1.0, 50.0)     # noise / grain strength, 0..255 units
+    monochrome_probability: float = 0.3  # luminance-only noise (else independent per channel)
+    jpeg_probability: float = 0.1        # noisy scans saved as JPEG afterwards
+    jpeg_quality_range: tuple = (70, 95)
+    epochs: int = 4                      # epochs over the training photos (one fresh crop each)
+    max_steps: int = 0                   # stop after this many optimizer steps in all (0: no cap)
+    lr: float = 1e-3                     # peak one-cycle learning rate
+    wd: float = 1e-4                     # weight decay
+    checkpoint_every: int = 250          # optimizer steps between checkpoints (a final one is always written)
+    export: bool = True                  # write denoiser.safetensors (fp16) + card at the end
+
+    def recipes(self) -> tuple[A.Compose, A.Compose]:
+        """(what the photo is, what is done to it): a clean crop is first maybe made a black-and-white print
+        (the target too: the denoiser must not colourize), then maybe given noise or grain, maybe JPEG."""
+        photo = A.Compose([Grayscale(p=self.gray_probability)])
+        noise = A.Compose([
+            Noise(kinds=self.noise_kinds, sigma_range=self.sigma_range,
+                  monochrome_probability=self.monochrome_probability, p=self.noise_probability),
+            Jpeg(quality_range=self.jpeg_quality_range, p=self.jpeg_probability),
+        ])
+        return photo, noise
+
+
 STAGE_CONFIGS = {"generator": GeneratorConfig, "critic": CriticConfig, "gan": GanConfig,
-                 "detector": DetectorConfig}
+                 "detector": DetectorConfig, "denoiser": DenoiserConfig}
 
 
 @dataclass
@@ -316,6 +354,12 @@ def damage_f1(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Pixel F1 (Dice) of the detector's mask at probability 0.5 against the painted damage, over the batch."""
     found, truth = logits > 0, mask > 0.5
     return (2.0 * (found & truth).sum() + 1e-6) / (found.sum() + truth.sum() + 1e-6)
+
+
+def denoised_psnr(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """PSNR (dB) of the denoiser's output against the clean crop, both in [-1, 1], over the batch."""
+    mse = F.mse_loss(output.float().clamp(-1, 1), target.float())
+    return 10.0 * torch.log10(4.0 / mse.clamp_min(1e-10))
 
 
 # --------------------------------------------------------------------------------- steps and checkpoints
@@ -909,6 +953,28 @@ def train_gan(config: GanConfig = GanConfig(), data_dir: str | Path = ".", out_d
     return result
 
 
+def _train_small(stage: str, config: DetectorConfig | DenoiserConfig, model: nn.Module, datasets, loss_func,
+                 metric, data_dir, out_dir: Path, resume, device) -> TrainResult:
+    """One-cycle training of the detector or the denoiser (a small U-Net, channels-last) with step checkpoints."""
+    if config.size % config.spec.multiple:
+        raise ValueError(f"size {config.size} is not a multiple of {config.spec.multiple} (the {stage}'s levels)")
+    device = torch.device(device) if device is not None else default_device()
+    train_set, valid_set = datasets
+
+    def make_dls(size: int, bs: int):
+        return dataloaders_from(train_set, valid_set, bs, device, config.num_workers)
+
+    # channels-last convolutions: 27% faster steps on a 2-core CPU (0.84 -> 0.61 s at batch 12, 192 px)
+    learn = Learner(make_dls(config.size, config.bs), model, loss_func=loss_func, metrics=metric, opt_func=Adam,
+                    wd=config.wd, path=out_dir, model_dir=CHECKPOINT_DIR, cbs=ChannelsLast())
+    start_step, elapsed = _resume(learn, resume, stage) if resume else (0, 0.0)
+    describe = _elapsed_describe(config, data_dir, lambda: {f"{stage}_spec": dataclasses.asdict(config.spec)})
+    checkpoints = StepCheckpoints(stage, out_dir, config.checkpoint_every, describe, elapsed)
+    phases = [_Phase(stage, config.size, config.bs, config.epochs, 0, lr=config.lr)]
+    history = _fit_phases(learn, phases, make_dls, _fit_one_cycle, checkpoints, start_step, config.max_steps)
+    return TrainResult(stage, checkpoints.last_path, checkpoints.last_step, history, learn)
+
+
 def train_detector(config: DetectorConfig = DetectorConfig(), data_dir: str | Path = ".",
                    out_dir: str | Path = "runs/detector", resume: str | Path | None = None,
                    device: str | torch.device | None = None) -> TrainResult:
@@ -919,47 +985,63 @@ def train_detector(config: DetectorConfig = DetectorConfig(), data_dir: str | Pa
     prints). Reports the validation pixel F1 (`extra["f1"]`).
     """
     out_dir = Path(out_dir)
-    if config.size % config.spec.multiple:
-        raise ValueError(f"size {config.size} is not a multiple of {config.spec.multiple} (the detector's levels)")
-    device = torch.device(device) if device is not None else default_device()
-    train_set, valid_set = make_damage_datasets(data_dir, config, config.degrade_config())
-
-    def make_dls(size: int, bs: int):
-        return dataloaders_from(train_set, valid_set, bs, device, config.num_workers)
-
-    # channels-last convolutions: 27% faster steps on a 2-core CPU (0.84 -> 0.61 s at batch 12, 192 px)
-    learn = Learner(make_dls(config.size, config.bs), build_detector(config.spec),
-                    loss_func=DamageLoss(config.pos_weight, config.dice_weight), metrics=damage_f1, opt_func=Adam,
-                    wd=config.wd, path=out_dir, model_dir=CHECKPOINT_DIR, cbs=ChannelsLast())
-    start_step, elapsed = _resume(learn, resume, "detector") if resume else (0, 0.0)
-    describe = _elapsed_describe(config, data_dir, lambda: {"detector_spec": dataclasses.asdict(config.spec)})
-    checkpoints = StepCheckpoints("detector", out_dir, config.checkpoint_every, describe, elapsed)
-    phases = [_Phase("detector", config.size, config.bs, config.epochs, 0, lr=config.lr)]
-    history = _fit_phases(learn, phases, make_dls, _fit_one_cycle, checkpoints, start_step, config.max_steps)
-    f1 = history[-1].get("damage_f1") if history else None
-    result = TrainResult("detector", checkpoints.last_path, checkpoints.last_step, history, learn,
-                         extra={"f1": f1})
+    datasets = make_damage_datasets(data_dir, config, config.degrade_config())
+    result = _train_small("detector", config, build_detector(config.spec), datasets,
+                          DamageLoss(config.pos_weight, config.dice_weight), damage_f1, data_dir, out_dir, resume,
+                          device)
+    result.extra["f1"] = result.history[-1].get("damage_f1") if result.history else None
     if config.export and rank_distrib() == 0:
-        result.exported = export_detector(checkpoints.last_path, out_dir / "detector.safetensors",
-                                          {"validation_f1": f1})
+        result.exported = export_detector(result.checkpoint, out_dir / "detector.safetensors",
+                                          {"validation_f1": result.extra["f1"]})
     return result
 
 
-def export_detector(checkpoint: str | Path, path: str | Path, card: dict[str, Any] | None = None) -> Path:
-    """A detector checkpoint (.pth) -> fp16 safetensors + JSON card (training config, data, hardware, hours)."""
+def train_denoiser(config: DenoiserConfig = DenoiserConfig(), data_dir: str | Path = ".",
+                   out_dir: str | Path = "runs/denoiser", resume: str | Path | None = None,
+                   device: str | torch.device | None = None) -> TrainResult:
+    """The denoiser (`restore.arch.Denoiser`): clean photos with gaussian noise or film grain added on the fly
+    (`DenoiserConfig.recipes`), MSE against the clean crop, one-cycle schedule.
+
+    Inference runs it at a noisy photo's own resolution before the generator (which sees a 512 px copy).
+    Reports the validation PSNR (`extra["psnr"]`).
+    """
+    out_dir = Path(out_dir)
+    datasets = make_noise_datasets(data_dir, config, config.recipes())
+    result = _train_small("denoiser", config, build_denoiser(config.spec), datasets, MSELossFlat(),
+                          denoised_psnr, data_dir, out_dir, resume, device)
+    result.extra["psnr"] = result.history[-1].get("denoised_psnr") if result.history else None
+    if config.export and rank_distrib() == 0:
+        result.exported = export_denoiser(result.checkpoint, out_dir / "denoiser.safetensors",
+                                          {"validation_psnr": result.extra["psnr"]})
+    return result
+
+
+def _export_small(stage: str, checkpoint: str | Path, path: str | Path, card: dict[str, Any] | None) -> Path:
+    spec_class, build, save = {"detector": (DetectorSpec, build_detector, save_detector),
+                               "denoiser": (DenoiserSpec, build_denoiser, save_denoiser)}[stage]
     state, meta = _read_checkpoint(checkpoint)
-    if state.get("stage") != "detector":
-        raise ValueError(f"{checkpoint}: a {state.get('stage')} checkpoint, not a detector one")
-    spec = from_dict(DetectorSpec, meta.get("detector_spec", {}))
-    model = build_detector(spec)
+    if state.get("stage") != stage:
+        raise ValueError(f"{checkpoint}: a {state.get('stage')} checkpoint, not a {stage} one")
+    spec = from_dict(spec_class, meta.get(f"{stage}_spec", {}))
+    model = build(spec)
     model.load_state_dict(state["model"])
     auto = {"hardware": meta.get("hardware", hardware()),
             "training": {k: meta[k] for k in ("stage", "step", "config", "data_dir") if k in meta},
             "hours": round(meta.get("elapsed_s", 0.0) / 3600, 4), "checkpoint": Path(checkpoint).name,
             **(card or {})}
-    save_detector(model, path, spec, auto)
+    save(model, path, spec, auto)
     log.info("exported %s", path)
     return Path(path)
+
+
+def export_detector(checkpoint: str | Path, path: str | Path, card: dict[str, Any] | None = None) -> Path:
+    """A detector checkpoint (.pth) -> fp16 safetensors + JSON card (training config, data, hardware, hours)."""
+    return _export_small("detector", checkpoint, path, card)
+
+
+def export_denoiser(checkpoint: str | Path, path: str | Path, card: dict[str, Any] | None = None) -> Path:
+    """A denoiser checkpoint (.pth) -> fp16 safetensors + JSON card (training config, data, hardware, hours)."""
+    return _export_small("denoiser", checkpoint, path, card)
 
 
 # ------------------------------------------------------------------------------------------- notebooks

@@ -6,6 +6,7 @@
     restore-train gan       --config restore/configs/gan.toml       --data ../shared/data/train --out runs/gan \
         --generator runs/gen/checkpoints/... --critic runs/critic/checkpoints/...
     restore-train detector  --data ../shared/data/train --out runs/detector     # the damage detector
+    restore-train denoiser  --data ../shared/data/train --out runs/denoiser     # the full-resolution denoiser
 
 Multi-GPU (or multi-process CPU): `torchrun --nproc_per_node N -m restore.train_cli generator ...`.
 """
@@ -23,7 +24,15 @@ from rich.console import Console
 from rich.table import Table
 
 from restore.config import load_config
-from restore.train import STAGE_CONFIGS, TrainResult, train_critic, train_detector, train_gan, train_generator
+from restore.train import (
+    STAGE_CONFIGS,
+    TrainResult,
+    train_critic,
+    train_denoiser,
+    train_detector,
+    train_gan,
+    train_generator,
+)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train the restoration model: generator, then critic, then GAN.")
@@ -65,7 +74,7 @@ def _report(result: TrainResult) -> None:
     for row in result.history:
         table.add_row(*[f"{row[c]:.4f}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns])
     console.print(table)
-    for key in ("accuracy", "f1", "generator_steps", "critic_steps", "sizes"):
+    for key in ("accuracy", "f1", "psnr", "generator_steps", "critic_steps", "sizes"):
         if key in result.extra:
             console.print(f"{key}: {result.extra[key]}")
     line = f"checkpoint: {result.checkpoint} (step {result.step})"
@@ -161,6 +170,20 @@ def detector(
     cfg = _load("detector", config, size=size, bs=bs, epochs=epochs, max_steps=max_steps,
                 checkpoint_every=checkpoint_every)
     _run(train_detector, cfg, data, out, "detector", resume)
+
+
+@app.command()
+def denoiser(
+    *, data: Annotated[Path, typer.Option("--data", help="clean photos (noise is added on the fly)")],
+    config: ConfigOption = None, out: OutOption = None, resume: ResumeOption = None,
+    size: Annotated[int | None, typer.Option("--size", help="crop size in px (multiple of 8)")] = None,
+    bs: BsOption = None, epochs: EpochsOption = None, max_steps: StepsOption = None,
+    checkpoint_every: EveryOption = None,
+) -> None:
+    """The denoiser: gaussian noise and film grain off photos at full resolution; reports PSNR."""
+    cfg = _load("denoiser", config, size=size, bs=bs, epochs=epochs, max_steps=max_steps,
+                checkpoint_every=checkpoint_every)
+    _run(train_denoiser, cfg, data, out, "denoiser", resume)
 
 
 def main() -> None:

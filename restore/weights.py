@@ -20,11 +20,20 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from restore.arch import DetectorSpec, GeneratorSpec, bake_weight_norms, build_detector, build_generator
+from restore.arch import (
+    DenoiserSpec,
+    DetectorSpec,
+    GeneratorSpec,
+    bake_weight_norms,
+    build_denoiser,
+    build_detector,
+    build_generator,
+)
 from restore.config import from_dict
 
 DEFAULT_MODEL_NAME = "restore.safetensors"
 DEFAULT_DETECTOR_NAME = "detector.safetensors"
+DEFAULT_DENOISER_NAME = "denoiser.safetensors"
 
 
 class WeightsError(ValueError):
@@ -42,6 +51,10 @@ def default_weights_path() -> Path:
 
 def default_detector_path() -> Path:
     return models_dir() / DEFAULT_DETECTOR_NAME
+
+
+def default_denoiser_path() -> Path:
+    return models_dir() / DEFAULT_DENOISER_NAME
 
 
 def card_path(weights_path: str | Path) -> Path:
@@ -89,15 +102,48 @@ def _write(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str],
     return written
 
 
-def save_detector(model: nn.Module, path: str | Path, spec: DetectorSpec, card: dict[str, Any] | None = None,
-                  fp16: bool = True) -> dict[str, Any]:
-    """Write a damage detector as safetensors (fp16 by default, its spec in the metadata) and its JSON card."""
+# The small networks beside the generator: kind -> (spec class, builder, what error messages call it)
+_SMALL_NETS = {
+    "detector": (DetectorSpec, build_detector, "damage detector"),
+    "denoiser": (DenoiserSpec, build_denoiser, "denoiser"),
+}
+
+
+def _save_small(kind: str, model: nn.Module, path: str | Path, spec: DetectorSpec, card: dict[str, Any] | None,
+                fp16: bool) -> dict[str, Any]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     spec_dict = dataclasses.asdict(spec)
-    return _write(state, path, {"detector_spec": json.dumps(spec_dict), "format": "restore-detector"}, fp16, card,
-                  detector_spec=spec_dict)
+    return _write(state, path, {f"{kind}_spec": json.dumps(spec_dict), "format": f"restore-{kind}"}, fp16, card,
+                  **{f"{kind}_spec": spec_dict})
+
+
+def _load_small(kind: str, path: str | Path, device: str | torch.device) -> tuple[nn.Module, dict[str, Any]]:
+    spec_class, build, what = _SMALL_NETS[kind]
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: {kind} weights file not found")
+    state, metadata = _read_state(path)
+    card = read_card(path)
+    raw = metadata.get(f"{kind}_spec")
+    try:
+        spec = from_dict(spec_class, json.loads(raw) if raw else card.get(f"{kind}_spec", {}))
+    except (TypeError, ValueError) as error:
+        raise WeightsError(f"{path}: {kind} spec in the file is not understood ({error})") from None
+    model = build(spec)
+    try:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0]
+        raise WeightsError(f"{path}: weights do not match the {what} ({first[:200]})") from None
+    return model.to(device).eval(), {**card, f"{kind}_spec": dataclasses.asdict(spec)}
+
+
+def save_detector(model: nn.Module, path: str | Path, spec: DetectorSpec, card: dict[str, Any] | None = None,
+                  fp16: bool = True) -> dict[str, Any]:
+    """Write a damage detector as safetensors (fp16 by default, its spec in the metadata) and its JSON card."""
+    return _save_small("detector", model, path, spec, card, fp16)
 
 
 def load_detector(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -105,23 +151,21 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu") -> tuple
 
     Returns (model, card). Raises WeightsError with the file name for anything unusable.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: detector weights file not found")
-    state, metadata = _read_state(path)
-    card = read_card(path)
-    raw = metadata.get("detector_spec")
-    try:
-        spec = from_dict(DetectorSpec, json.loads(raw) if raw else card.get("detector_spec", {}))
-    except (TypeError, ValueError) as error:
-        raise WeightsError(f"{path}: detector spec in the file is not understood ({error})") from None
-    model = build_detector(spec)
-    try:
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-    except RuntimeError as error:
-        first = str(error).strip().splitlines()[0]
-        raise WeightsError(f"{path}: weights do not match the damage detector ({first[:200]})") from None
-    return model.to(device).eval(), {**card, "detector_spec": dataclasses.asdict(spec)}
+    return _load_small("detector", path, device)
+
+
+def save_denoiser(model: nn.Module, path: str | Path, spec: DenoiserSpec, card: dict[str, Any] | None = None,
+                  fp16: bool = True) -> dict[str, Any]:
+    """Write a denoiser as safetensors (fp16 by default, its spec in the metadata) and its JSON card."""
+    return _save_small("denoiser", model, path, spec, card, fp16)
+
+
+def load_denoiser(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """The denoiser of a file written by `save_denoiser` (or a training checkpoint), in eval mode.
+
+    Returns (model, card). Raises WeightsError with the file name for anything unusable.
+    """
+    return _load_small("denoiser", path, device)
 
 
 def read_card(weights_path: str | Path) -> dict[str, Any]:

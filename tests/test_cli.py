@@ -256,6 +256,33 @@ def test_detector_options_reach_the_restorer(tmp_path, tiny_weights, monkeypatch
     assert "damage detector: my_detector" in version
 
 
+def test_denoiser_options_reach_the_restorer(tmp_path, tiny_weights, monkeypatch):
+    from restore import inference
+    from restore.arch import DenoiserSpec, build_denoiser
+    from restore.weights import save_denoiser
+
+    denoiser = tmp_path / "my_denoiser.safetensors"
+    save_denoiser(build_denoiser(DenoiserSpec(channels=(4, 8))), denoiser, DenoiserSpec(channels=(4, 8)))
+    seen = []
+    original = inference.Restorer.__init__
+
+    def recording(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        seen.append((kwargs.get("denoiser_weights"), self.denoiser is not None))
+
+    monkeypatch.setattr(inference.Restorer, "__init__", recording)
+    monkeypatch.setattr("restore.inference.default_denoiser_path", lambda: tmp_path / "none.safetensors")
+    photo = _photo(tmp_path / "p.png")
+    assert _invoke(photo, "--denoiser", denoiser, "--out", tmp_path / "a", weights=tiny_weights).exit_code == 0
+    assert _invoke(photo, "--no-denoiser", "--out", tmp_path / "b", weights=tiny_weights).exit_code == 0
+    assert seen == [(denoiser, True), (None, False)]
+    missing = _invoke(photo, "--denoiser", tmp_path / "none.safetensors", "--out", tmp_path / "c",
+                      weights=tiny_weights)
+    assert missing.exit_code == 2 and "none.safetensors" in missing.output
+    version = RUNNER.invoke(cli.app, ["--version", "--denoiser", str(denoiser)]).output
+    assert "denoiser: my_denoiser" in version
+
+
 def test_version_names_the_model_and_says_placeholder(tmp_path, tiny_weights):
     weights = tmp_path / "model.safetensors"
     shutil.copy(tiny_weights, weights)

@@ -1,4 +1,4 @@
-"""The five training notebooks execute in order through papermill with tiny parameters."""
+"""The six training notebooks execute in order through papermill with tiny parameters."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ TINY_RUNS = [
                           "generator_run": "runs/generator", "critic_run": "runs/critic", "out_dir": "runs/gan"}),
     ("05_damage_detector.ipynb", {"size": 32, "bs": 2, "epochs": 1, "max_steps": 2, "channels": [4, 8],
                                   "out_dir": "runs/detector"}),
+    ("06_denoiser.ipynb", {"size": 32, "bs": 2, "epochs": 1, "max_steps": 2, "channels": [4, 8],
+                           "out_dir": "runs/denoiser"}),
 ]
 
 
@@ -52,3 +54,4 @@ def test_training_notebooks_run_in_order(tmp_path):
     assert list((tmp_path / "runs" / "critic" / "checkpoints").glob("critic_step*.pth"))
     assert (tmp_path / "runs" / "gan" / "chosen.safetensors").is_file()
     assert (tmp_path / "runs" / "detector" / "detector.safetensors").is_file()
+    assert (tmp_path / "runs" / "denoiser" / "denoiser.safetensors").is_file()

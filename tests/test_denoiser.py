@@ -1,0 +1,203 @@
+"""The denoiser: its network, data, metric, training stage, weights, and how inference runs it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from restore import inference
+from restore.arch import DenoiserSpec, DetectorSpec, build_denoiser, build_detector, count_parameters
+from restore.config import load_config
+from restore.data import DataOptions, make_noise_datasets
+from restore.inference import Restorer
+from restore.train import DenoiserConfig, denoised_psnr, export_denoiser, train_denoiser
+from restore.weights import WeightsError, load_denoiser, save_denoiser, save_detector
+
+TINY = DenoiserSpec(channels=(4, 8))
+
+
+def _write_images(folder: Path, n: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    y, x = np.mgrid[0:40, 0:48].astype(np.float32)
+    for i in range(n):
+        gray = 60 + 120 * x / 48 + 30 * np.sin((y + 5 * i) / 6.0)
+        image = np.stack([gray, gray * 0.8 + 20, gray * 0.6 + 40 + i], axis=2)
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(folder / f"photo_{i:02d}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    return _write_images(tmp_path_factory.mktemp("photos"), 6)
+
+
+@pytest.fixture(scope="module")
+def denoiser_run(photos, tmp_path_factory):
+    out = tmp_path_factory.mktemp("denoiser")
+    config = DenoiserConfig(spec=TINY, size=32, bs=2, valid_fraction=0.34, epochs=2, checkpoint_every=2,
+                            max_zoom=1.0)
+    return config, out, train_denoiser(config, photos, out, device="cpu")
+
+
+def test_the_denoiser_subtracts_what_its_body_predicts():
+    model = build_denoiser().eval()
+    assert count_parameters(model) < 3_000_000 and DenoiserSpec().multiple == 16
+    x = torch.rand(1, 3, 48, 64) * 2 - 1
+    with torch.no_grad():
+        assert model(x).shape == x.shape
+        nn.init.zeros_(model.head.weight)
+        nn.init.zeros_(model.head.bias)
+        assert torch.equal(model(x), x)          # predicting no noise leaves the photo as it is
+        model.head.bias.fill_(0.25)              # a constant prediction is taken off every pixel
+        assert torch.allclose(model(x), x - 0.25, atol=1e-6)
+
+
+def test_noise_data_pairs_a_noisy_crop_with_its_clean_one(photos):
+    options = DataOptions(size=32, valid_fraction=0.34, max_zoom=1.0)
+    noisy_recipes = DenoiserConfig(noise_probability=1.0, sigma_range=(20.0, 20.0), gray_probability=0.0,
+                                   jpeg_probability=0.0, noise_kinds=("gaussian",)).recipes()
+    train, valid = make_noise_datasets(photos, options, noisy_recipes)
+    noisy, clean = train.pair(0)
+    assert noisy.shape == clean.shape == (32, 32, 3)
+    assert 12 < np.std(noisy.astype(float) - clean.astype(float)) < 24
+    first, again = valid[0], valid[0]            # validation items are fixed
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    untouched = DenoiserConfig(noise_probability=0.0, gray_probability=0.0, jpeg_probability=0.0).recipes()
+    noisy, clean = make_noise_datasets(photos, options, untouched)[1].pair(0)
+    assert np.array_equal(noisy, clean)
+    # a black-and-white print is the target too: the denoiser is not asked to colourize
+    prints = DenoiserConfig(noise_probability=0.0, gray_probability=1.0, jpeg_probability=0.0).recipes()
+    noisy, clean = make_noise_datasets(photos, options, prints)[1].pair(0)
+    assert np.array_equal(noisy, clean) and np.ptp(clean.astype(int), axis=2).max() <= 60   # toned at most
+    assert np.abs(clean.astype(int) - make_noise_datasets(photos, options, untouched)[1].pair(0)[1]).max() > 5
+    for side in ("input", "target"):
+        _write_images(photos.parent / "paired" / side, 2)
+    with pytest.raises(ValueError, match="paired"):
+        make_noise_datasets(photos.parent / "paired", options, untouched)
+
+
+def test_denoised_psnr_is_the_psnr_of_images_in_minus_one_to_one():
+    target = torch.zeros(2, 3, 8, 8)
+    # an error of 0.1 on a range of 2: mse 0.01, PSNR 10 log10(4 / 0.01)
+    assert float(denoised_psnr(target + 0.1, target)) == pytest.approx(10 * np.log10(400), abs=1e-4)
+    assert float(denoised_psnr(target + 0.2, target)) < float(denoised_psnr(target + 0.1, target))
+
+
+def test_denoiser_stage_checkpoints_exports_and_resumes(denoiser_run, photos, tmp_path):
+    config, out, result = denoiser_run
+    assert result.step == 4 and result.extra["psnr"] is not None    # 4 photos, batch 2, 2 epochs
+    assert sorted(p.name for p in (out / "checkpoints").glob("*.pth")) == [
+        "denoiser_step0000002.pth", "denoiser_step0000004.pth"]
+    model, card = load_denoiser(result.exported)
+    assert tuple(card["denoiser_spec"]["channels"]) == (4, 8) and card["training"]["step"] == 4
+    assert card["dtype"] == "float16" and "validation_psnr" in card
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    trained = build_denoiser(TINY)
+    trained.load_state_dict(torch.load(result.checkpoint, weights_only=True)["model"])
+    with torch.no_grad():
+        assert torch.allclose(model(x), trained.eval()(x), atol=5e-2)
+    resumed = train_denoiser(config, photos, tmp_path, resume=out / "checkpoints" / "denoiser_step0000002.pth",
+                             device="cpu")
+    assert resumed.step == 4 and len(resumed.learner.recorder.losses) == 2
+    with pytest.raises(ValueError, match="multiple of 4"):
+        train_denoiser(DenoiserConfig(spec=TINY, size=30), photos, tmp_path, device="cpu")
+
+
+def test_denoiser_export_and_loading_refuse_other_networks(tmp_path):
+    path = tmp_path / "detector_step0000001.pth"
+    torch.save({"model": {}, "step": 1, "stage": "detector"}, path)
+    with pytest.raises(ValueError, match="not a denoiser"):
+        export_denoiser(path, tmp_path / "denoiser.safetensors")
+    torch.manual_seed(0)
+    model = build_denoiser(TINY).eval()
+    saved = tmp_path / "denoiser.safetensors"
+    card = save_denoiser(model, saved, TINY, {"name": "test-denoiser"})
+    assert json.loads(saved.with_suffix(".json").read_text())["sha256"] == card["sha256"]
+    loaded, loaded_card = load_denoiser(saved)
+    assert loaded_card["name"] == "test-denoiser"
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model(x), atol=5e-2)
+    with pytest.raises(WeightsError, match="not found"):
+        load_denoiser(tmp_path / "missing.safetensors")
+    detector = tmp_path / "detector.safetensors"        # same widths, but 3 channels in, not 12
+    save_detector(build_detector(DetectorSpec(channels=(4, 8))), detector, DetectorSpec(channels=(4, 8)))
+    with pytest.raises(WeightsError, match="detector.safetensors"):
+        load_denoiser(detector)
+
+
+class _BoxBlur(nn.Module):
+    """Stand-in denoiser: a 3x3 mean (replicated borders), so a tiled run can be checked against one pass."""
+
+    spec = DenoiserSpec(channels=(4, 8))
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+
+
+class _Identity(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def _noisy_photo(sigma: float, shape=(156, 172)) -> np.ndarray:
+    y, x = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32)
+    gray = 60 + 120 * x / shape[1] + 20 * np.sin(y / 15.0)
+    clean = np.stack([gray, gray * 0.9 + 10, gray * 0.7 + 30], axis=2)
+    noise = np.random.default_rng(1).normal(0, sigma, clean.shape) if sigma else 0
+    return np.clip(clean + noise, 0, 255).round().astype(np.uint8)
+
+
+def test_the_denoiser_runs_on_noisy_photos_in_tiles_without_seams(monkeypatch):
+    monkeypatch.setattr(inference, "DENOISE_TILE", 64)       # 156 x 172 px: 3 x 3 tiles
+    noisy = _noisy_photo(20.0)
+    blur = _BoxBlur()
+    sigma, denoised = Restorer(model=_Identity(), denoiser=blur, device="cpu", find_damage=False).denoise(noisy)
+    assert 15 < sigma < 25 and blur.calls == 9
+    whole = cv2.blur(noisy.astype(np.float32), (3, 3), borderType=cv2.BORDER_REPLICATE)
+    assert np.abs(denoised.astype(np.float32) - whole).max() <= 1.0  # as one pass over the whole photo
+    restored, info = Restorer(model=_Identity(), denoiser=_BoxBlur(), device="cpu").restore_array(noisy)
+    assert info["denoiser_ran"] and info["noise_sigma"] == pytest.approx(sigma)
+    plain, plain_info = Restorer(model=_Identity(), device="cpu").restore_array(noisy)
+    assert not plain_info["denoiser_ran"] and not np.array_equal(restored, plain)
+
+
+def test_a_clean_photo_is_not_denoised():
+    clean = _noisy_photo(0.0)
+    blur = _BoxBlur()
+    restorer = Restorer(model=_Identity(), denoiser=blur, device="cpu")
+    restored, info = restorer.restore_array(clean)
+    assert blur.calls == 0 and not info["denoiser_ran"] and info["noise_sigma"] < inference.DENOISE_MIN_SIGMA
+    assert np.array_equal(restored, Restorer(model=_Identity(), device="cpu").restore_array(clean)[0])
+    assert Restorer(model=_Identity(), denoiser=blur, device="cpu", denoise=False).denoiser is None
+
+
+def test_the_shipped_denoiser_comes_with_the_shipped_weights_only(tmp_path, tiny_weights, monkeypatch):
+    path = tmp_path / "denoiser.safetensors"
+    save_denoiser(build_denoiser(TINY), path, TINY)
+    monkeypatch.setattr("restore.inference.default_denoiser_path", lambda: path)
+    assert Restorer(weights=tiny_weights, device="cpu").denoiser is not None
+    assert Restorer(weights=tiny_weights, device="cpu", denoise=False).denoiser is None
+    assert Restorer(model=_Identity(), device="cpu").denoiser is None   # a ready model: only a ready denoiser
+    monkeypatch.setattr("restore.inference.default_denoiser_path", lambda: tmp_path / "none.safetensors")
+    assert Restorer(weights=tiny_weights, device="cpu").denoiser is None  # not installed: optional
+    with pytest.raises(WeightsError, match="none.safetensors"):         # named: required
+        Restorer(weights=tiny_weights, device="cpu", denoiser_weights=tmp_path / "none.safetensors")
+
+
+def test_the_packaged_denoiser_config_is_the_default_one():
+    packaged = Path(__file__).resolve().parents[1] / "restore" / "configs" / "denoiser.toml"
+    assert load_config(DenoiserConfig, packaged) == DenoiserConfig()
