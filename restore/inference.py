@@ -33,6 +33,10 @@ carried back to the original size:
   photo is a positive. Positives take one pass (an orange-lit one two); a noisy negative is denoised on the
   scan (non-local means) and its inversion takes a third.
 * Isolated impulses (salt-and-pepper) are removed at native resolution with a 3x3 median before anything.
+* Noise and film grain: a photo whose noise (wavelet estimate) is DENOISE_MIN_SIGMA levels or more is denoised
+  at its own resolution by the denoiser (`Restorer.denoise`, the shipped models/denoiser.safetensors when
+  installed), in tiles, before anything else sees it; the render-size copy cannot show noise the generator
+  could remove at full size. Without a denoiser the noise is only cored in the full-resolution detail (below).
 * Damage the damage detector finds on any photo (cracks, scratches, dust, holes: `Restorer.find_damage`, the
   shipped models/detector.safetensors) and, on a colour photo or colour negative, blobs of one near-neutral
   colour (missing emulsion, dust, opaque scratches; `restore.baselines.hole_mask`) are inpainted classically

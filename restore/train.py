@@ -1,7 +1,8 @@
 """The three training stages on stock fastai: generator pretrain, critic pretrain, GAN.
 
 Each stage has a frozen config dataclass (loadable from TOML with `restore.config.load_config`) and one
-function that runs it: `train_generator`, `train_critic`, `train_gan`. Every stage counts optimizer steps
+function that runs it: `train_generator`, `train_critic`, `train_gan`; beside them the two small networks
+inference also runs, `train_detector` (where the damage is) and `train_denoiser` (noise at full resolution). Every stage counts optimizer steps
 globally across its phases (frozen/unfrozen, or one phase per progressive-resizing size), writes a checkpoint
 every `checkpoint_every` steps plus one at the end (rank 0 only), with the resolved config as JSON beside it,
 and resumes from a checkpoint at the saved step with the learning-rate schedule where it was.
