@@ -33,7 +33,7 @@ carried back to the original size:
   photo is a positive. Positives take one pass (an orange-lit one two); a noisy negative is denoised on the
   scan (non-local means) and its inversion takes a third.
 * Isolated impulses (salt-and-pepper) are removed at native resolution with a 3x3 median before anything.
-* Noise and film grain: a photo whose noise (wavelet estimate) is DENOISE_MIN_SIGMA levels or more is denoised
+* Noise and film grain: a photo whose luminance noise is DENOISE_MIN_SIGMA levels or more is denoised
   at its own resolution by the denoiser (`Restorer.denoise`, the shipped models/denoiser.safetensors when
   installed), in tiles, before anything else sees it; the render-size copy cannot show noise the generator
   could remove at full size. Without a denoiser the noise is only cored in the full-resolution detail (below).
@@ -109,7 +109,7 @@ CHROMA_DENOISE_PER_LEVEL = 0.2   # noisy colour photo: its own chroma blurred by
 MAX_SATURATION = 4.0             # colorized chroma scale: beyond this every colour clips
 MIN_CORING_SIGMA = 5.0           # detail noise (levels) below this is left alone: clean photos stay untouched
 DETECTOR_THRESHOLD = 0.5         # damage detector probability from which a render-size pixel is damage
-DENOISE_MIN_SIGMA = 5.0          # levels of noise (wavelet estimate) from which the denoiser runs
+DENOISE_MIN_SIGMA = 5.0          # levels of luminance noise (flattest blocks) from which the denoiser runs
 DENOISE_TILE = 768               # px: the denoiser runs on tiles this big (bounded memory on big scans) ...
 DENOISE_MARGIN = 32              # ... each seen with this much of its neighbours around it (no seams)
 
@@ -631,18 +631,21 @@ class Restorer:
             self.denoiser = denoiser.to(self.device).eval().to(memory_format=torch.channels_last)
 
     def denoise(self, rgb: np.ndarray) -> tuple[float, np.ndarray]:
-        """(noise sigma in levels, the photo denoised at full resolution): uint8 HxWx3 RGB in and out, the photo
-        itself when there is no denoiser or its noise is below DENOISE_MIN_SIGMA.
+        """(noise sigma of the luminance in levels, the photo denoised at full resolution): uint8 HxWx3 RGB in
+        and out, the photo itself when there is no denoiser or its noise is below DENOISE_MIN_SIGMA.
 
-        The sigma is the wavelet estimate on the central 1024 px (`restore.baselines.estimate_noise_sigma`);
-        the network is blind and takes the level from the photo itself. It runs on DENOISE_TILE tiles, each
-        with DENOISE_MARGIN px of context that is then dropped, so big scans fit in memory without seams.
+        The sigma is read from the flattest 8x8 blocks of the luminance (`_noise_sigma`), so texture is not
+        taken for noise: on 24 held-out photos at 512 px it read 0-3.4 on clean ones (prints, JPEG, holes,
+        negatives), 6.4-7.4 on colour negatives with sigma 10 on the scan, 9.3-16.3 with sigma 25 per
+        channel; the wavelet estimate read up to 11 on clean ones. The network is blind and takes the level
+        from the photo itself. It runs on DENOISE_TILE tiles, each with DENOISE_MARGIN px of context that is
+        then dropped, so big scans fit in memory without seams. A black-and-white photo stays grey.
         """
-        height, width = rgb.shape[:2]
-        top, left = max(0, (height - 1024) // 2), max(0, (width - 1024) // 2)
-        sigma = round(estimate_noise_sigma(np.ascontiguousarray(rgb[top: top + 1024, left: left + 1024])), 2)
+        luma = cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)[..., 0].astype(np.float32)
+        sigma = round(_noise_sigma(luma), 2)
         if self.denoiser is None or sigma < DENOISE_MIN_SIGMA:
             return sigma, rgb
+        height, width = rgb.shape[:2]
         multiple = self.denoiser.spec.multiple
         out = np.empty_like(rgb)
         for top in range(0, height, DENOISE_TILE):
@@ -656,6 +659,9 @@ class Restorer:
                 with torch.inference_mode():
                     clean = to_uint8(self.denoiser(tensor)[0, :, : y1 - y0, : x1 - x0])
                 out[top:bottom, left:right] = clean[top - y0: bottom - y0, left - x0: right - x0]
+        if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]):
+            grey = (out.astype(np.uint16).sum(axis=2) + 1) // 3
+            out[...] = grey.astype(np.uint8)[..., None]
         return sigma, out
 
     def find_damage(self, image: np.ndarray) -> np.ndarray | None:
