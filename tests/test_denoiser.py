@@ -204,7 +204,7 @@ def test_a_black_and_white_photo_stays_grey():
     colour = _noisy_photo(20.0)
     _, tinted = Restorer(model=_Identity(), denoiser=_Tints(), device="cpu").denoise(colour)
     assert tinted[..., 0].astype(int).mean() > colour[..., 0].mean() + 15   # a colour photo takes the output
-    assert Restorer(model=_Identity(), denoiser=blur, device="cpu", denoise=False).denoiser is None
+    assert Restorer(model=_Identity(), denoiser=_Tints(), device="cpu", denoise=False).denoiser is None
 
 
 def test_the_shipped_denoiser_comes_with_the_shipped_weights_only(tmp_path, tiny_weights, monkeypatch):
