@@ -106,6 +106,7 @@ IMPULSE_THRESHOLD = 48           # a pixel this far above/below all 8 neighbours
 SAME_SIZE_DETAIL_SIGMA = 2.0      # px: finest luminance band taken from the input when the photo fits the render size
 TONES = ("input", "network")
 CHROMA_DENOISE_PER_LEVEL = 0.2   # noisy colour photo: its own chroma blurred by this many px per level of noise
+CHROMA_DENOISED_PER_LEVEL = 0.1  # ... and a denoised one by this many per level of the noise it had
 MAX_SATURATION = 4.0             # colorized chroma scale: beyond this every colour clips
 MIN_CORING_SIGMA = 5.0           # detail noise (levels) below this is left alone: clean photos stay untouched
 DETECTOR_THRESHOLD = 0.5         # damage detector probability from which a render-size pixel is damage
@@ -361,8 +362,8 @@ def _keep_untouched(full: np.ndarray, restored: np.ndarray, ycc_before: np.ndarr
 
 
 def transfer(full: np.ndarray, small_in: np.ndarray, small_out: np.ndarray, input_type: str = "auto",
-             tones: str = "input", saturation: float = 1.0, *, holes: np.ndarray | None = None
-             ) -> tuple[np.ndarray, dict[str, Any]]:
+             tones: str = "input", saturation: float = 1.0, *, holes: np.ndarray | None = None,
+             removed_noise: float = 0.0) -> tuple[np.ndarray, dict[str, Any]]:
     """Carry the render-size restoration `small_out` (of `small_in`) back to `full`'s resolution.
 
     All three are uint8 RGB; `small_in` is `full` resized to `small_out`'s shape. `input_type` "auto" detects
@@ -375,6 +376,8 @@ def transfer(full: np.ndarray, small_in: np.ndarray, small_out: np.ndarray, inpu
     reaches over a hole's rim) where the repair is taken whatever it departs by (a large hole's inside shows no
     edge for the damage tests to find): the mean of the network's output and a classical (Telea) fill of
     `small_in`, which errs less than either alone.
+    `removed_noise`: the luminance noise (levels) `full` had before it was denoised (`Restorer.denoise`); a colour
+    photo's chroma is smoothed for it as for noise still there (the denoiser leaves chroma noise behind).
     Returns (uint8 RGB of `full`'s shape, info with "input_type" in {"negative", "bw", "color"}).
     """
     if input_type not in INPUT_TYPES:
@@ -518,8 +521,9 @@ def transfer(full: np.ndarray, small_in: np.ndarray, small_out: np.ndarray, inpu
         chroma_out = cv2.resize(chroma_out, (width, height), interpolation=cv2.INTER_LINEAR)
     if detected == "color":
         # Keep the photo's own colours; take the network's only where it repaired damage.
-        if coring > 0 and CHROMA_DENOISE_PER_LEVEL > 0:
-            chroma_sigma = float(np.clip(coring * CHROMA_DENOISE_PER_LEVEL, 0.5, 6.0))
+        chroma_sigma = max(coring * CHROMA_DENOISE_PER_LEVEL, removed_noise * CHROMA_DENOISED_PER_LEVEL)
+        if chroma_sigma > 0:
+            chroma_sigma = float(np.clip(chroma_sigma, 0.5, 6.0))
             for channel in (1, 2):
                 ycc[..., channel] = cv2.GaussianBlur(ycc[..., channel], (0, 0), chroma_sigma)
         if alpha is not None:
@@ -756,7 +760,8 @@ class Restorer:
                     # copy (which it took for a negative and turned back) is its restoration.
                     small_out = inverted_out
                     input_type = _positive_type(small) if input_type == "auto" else input_type
-        restored, info = transfer(rgb, small, small_out, input_type, self.tones, self.saturation, holes=holes)
+        restored, info = transfer(rgb, small, small_out, input_type, self.tones, self.saturation, holes=holes,
+                                  removed_noise=noise_sigma if denoiser_ran else 0.0)
         if reported is not None:
             info["input_type"] = reported
         info.update(passes=passes, impulses_repaired=impulses, denoised_sigma=denoised_sigma,

@@ -207,6 +207,41 @@ def test_a_black_and_white_photo_stays_grey():
     assert Restorer(model=_Identity(), denoiser=_Tints(), device="cpu", denoise=False).denoiser is None
 
 
+class _Gives(nn.Module):
+    """Stand-in denoiser whose output is a given photo, whatever it is shown."""
+
+    spec = DenoiserSpec(channels=(4, 8))
+
+    def __init__(self, photo: np.ndarray):
+        super().__init__()
+        self.photo = torch.from_numpy(photo).permute(2, 0, 1).float() / 255.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = self.photo.shape[1:]
+        return F.pad(self.photo, (0, x.shape[3] - width, 0, x.shape[2] - height))[None].to(x)
+
+
+def test_the_chroma_noise_a_denoiser_leaves_is_smoothed_for_the_noise_it_removed(monkeypatch):
+    clean = _noisy_photo(0.0)
+    ycc = cv2.cvtColor(clean, cv2.COLOR_RGB2YCrCb).astype(np.float32)
+    ycc[..., 1:] += np.random.default_rng(2).normal(0, 6, ycc[..., 1:].shape)
+    left = cv2.cvtColor(np.clip(ycc, 0, 255).round().astype(np.uint8), cv2.COLOR_YCrCb2RGB)  # chroma noise only
+
+    def chroma_error(restored: np.ndarray) -> float:
+        chroma = cv2.cvtColor(restored, cv2.COLOR_RGB2YCrCb)[..., 1:].astype(np.float32)
+        return float(np.abs(chroma - cv2.cvtColor(clean, cv2.COLOR_RGB2YCrCb)[..., 1:]).mean())
+
+    noisy = _noisy_photo(20.0)
+    restorer = Restorer(model=_Identity(), denoiser=_Gives(left), device="cpu", find_damage=False)
+    smoothed, info = restorer.restore_array(noisy)
+    assert info["denoiser_ran"] and info["input_type"] == "color" and info["coring"] == 0  # no luma noise left
+    monkeypatch.setattr(inference, "CHROMA_DENOISED_PER_LEVEL", 0.0)
+    kept, _ = restorer.restore_array(noisy)
+    assert chroma_error(kept) > 2.0 and chroma_error(smoothed) < 0.6 * chroma_error(kept)
+    luma = [cv2.cvtColor(image, cv2.COLOR_RGB2YCrCb)[..., 0].astype(int) for image in (smoothed, kept)]
+    assert np.abs(luma[0] - luma[1]).max() <= 2   # the luminance is the denoiser's either way
+
+
 def test_the_shipped_denoiser_comes_with_the_shipped_weights_only(tmp_path, tiny_weights, monkeypatch):
     path = tmp_path / "denoiser.safetensors"
     save_denoiser(build_denoiser(TINY), path, TINY)
