@@ -205,7 +205,7 @@ class DenoiserConfig(DataOptions):
     monochrome_probability: float = 0.3  # luminance-only noise (else independent per channel)
     jpeg_probability: float = 0.1        # noisy scans saved as JPEG afterwards
     jpeg_quality_range: tuple = (70, 95)
-    epochs: int = 4                      # epochs over the training photos (one fresh crop each)
+    epochs: int = 60                     # epochs over the training photos (one fresh crop each): the shipped run
     max_steps: int = 0                   # stop after this many optimizer steps in all (0: no cap)
     lr: float = 1e-3                     # peak one-cycle learning rate
     wd: float = 1e-4                     # weight decay
