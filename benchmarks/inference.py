@@ -3,7 +3,8 @@
 Prints:
 1. a 1 MP photo end-to-end through the `restore` CLI (in-process, typer's CliRunner, weights already loaded,
    so the figure is the per-photo cost a batch pays), the bare network passes the CLI runs for that photo
-   (which passes, their seconds: same model, same padded shapes, no I/O), and the ratio (target <= 1.15);
+   (which passes, their seconds: the generator and the damage detector, same networks, same padded shapes,
+   no I/O), and the ratio (target <= 1.15);
    also the cold `python -m restore photo.jpg` subprocess time (interpreter, imports, weights load included);
 2. folder throughput in photos/min at default settings (in-process CLI over a folder of 1 MP photos);
 3. peak RSS of `python -m restore` on a 24 MP photo (a subprocess; resource.getrusage(RUSAGE_CHILDREN)).
@@ -95,25 +96,37 @@ def main() -> None:
         # The CLI builds its own Restorer; hand it the model already loaded so per-photo cost is measured.
         loaded = inference.load_generator(weights, restorer.device)
         inference.load_generator = lambda *a, **k: loaded
+        detector = restorer.detector
+        if detector is not None:                    # the same for the damage detector, if one is installed
+            detector_loaded = (detector, restorer.detector_card)
+            inference.load_detector = lambda *a, **k: detector_loaded
 
         width, height = 1155, 866                                 # 1.0 MP, 4:3
         photo = folder / "photo.jpg"
         Image.fromarray(_photo(width, height, 0)).save(photo, quality=92)
         small_h, small_w = render_shape(height, width)
         padded = (small_h + (-small_h % 32), small_w + (-small_w % 32))
-        passes = [("render", padded)]
+        # (name, network, input shape) of every network pass the CLI runs on this photo: the generator once at
+        # the render size (padded to x32), the damage detector on that copy and, on a black-and-white photo, on it
+        # enlarged DETECTOR_UPSCALE times (padded to the detector's multiple).
+        passes = [("render", loaded[0], padded)]
+        if detector is not None:
+            multiple = getattr(getattr(detector, "spec", None), "multiple", inference.NETWORK_MULTIPLE)
+            small_copy = cv2.resize(_photo(width, height, 0), (small_w, small_h), interpolation=cv2.INTER_AREA)
+            colour = inference._positive_type(small_copy) == "color"     # no enlarged pass on colour photos
+            for scale in sorted({1, 1 if colour else inference.DETECTOR_UPSCALE}):
+                h, w = small_h * scale, small_w * scale
+                passes.append((f"detector x{scale}", detector, (h + (-h % multiple), w + (-w % multiple))))
 
-        # Bare network passes (the model alone on the shapes the CLI runs) and the CLI, interleaved so both
+        # Bare network passes (the networks alone on the shapes the CLI runs) and the CLI, interleaved so both
         # see the same background load; one warm-up of each first.
-        model = restorer.model
-
         def bare_passes() -> float:
             total = 0.0
-            for _, shape in passes:
+            for _, network, shape in passes:
                 tensor = torch.rand(1, 3, *shape).mul_(2).sub_(1).contiguous(memory_format=torch.channels_last)
                 tick = time.perf_counter()
                 with torch.inference_mode():
-                    model(tensor)
+                    network(tensor)
                 total += time.perf_counter() - tick
             return total
 
@@ -125,9 +138,10 @@ def main() -> None:
         # Also time the network's forward calls inside each CLI run (hooks on the model the CLI uses): the
         # same run, the same load, so the ratio holds even on a busy machine.
         forward_times: list[float] = []
-        cli_model = loaded[0]
-        cli_model.register_forward_pre_hook(lambda module, inputs: forward_times.append(-time.perf_counter()))
-        cli_model.register_forward_hook(lambda module, inputs, output: forward_times.append(time.perf_counter()))
+        for cli_network in {id(network): network for _, network, _ in passes}.values():
+            cli_network.register_forward_pre_hook(lambda module, inputs: forward_times.append(-time.perf_counter()))
+            cli_network.register_forward_hook(
+                lambda module, inputs, output: forward_times.append(time.perf_counter()))
 
         bare_passes(), cli_photo()
         bare, cli_times, in_run = [], [], []
@@ -147,7 +161,7 @@ def main() -> None:
 
         print(f"\n1 MP photo ({width}x{height}) end-to-end through the CLI (in-process CliRunner, weights "
               f"loaded): {cli_seconds:.2f} s (median of {args.repeats}; target <= 2.5 s)")
-        print("  network passes the CLI runs: " + ", ".join(f"{name} {shape[1]}x{shape[0]}" for name, shape in
+        print("  network passes the CLI runs: " + ", ".join(f"{name} {shape[1]}x{shape[0]}" for name, _, shape in
                                                          passes)
               + f" (render size {info['render_size'][1]}x{info['render_size'][0]}, padded to x32)")
         print(f"  bare network passes (separate, interleaved runs): {bare_seconds:.2f} s  ->  CLI / bare = "

@@ -193,3 +193,29 @@ def test_the_packaged_detector_config_is_the_default_one():
     degrade = DetectorConfig().degrade_config()
     assert degrade.holes_kinds.count("crack") >= 3 and degrade.holes_probability > 0.5
     assert degrade.category_weights()["bw"] > 0.5 and degrade.tone_probability == 0.5
+
+
+class _SureOnTheLeft(nn.Module):
+    """A detector sure of white pixels in the left third of the render copy, and, on an enlarged copy, only
+    unsure (probability 0.5) of every white pixel: as the real one is of a fine crack network."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        white = x.mean(dim=1, keepdim=True) > 0.9
+        if x.shape[-1] > 400:                                      # the enlarged copy
+            return torch.where(white, 0.0, -10.0)
+        left = torch.arange(x.shape[-1]).view(1, 1, 1, -1) < 100
+        return torch.where(white & left, 10.0, -10.0)
+
+
+def test_the_enlarged_pass_extends_sure_damage_and_finds_nothing_alone(monkeypatch):
+    cracked, _, crack = _cracked_print()
+    apart = np.zeros(crack.shape, bool)
+    apart[195, 150:290] = True                                     # a bright line the crack does not touch
+    cracked[apart] = 250
+    restorer = Restorer(model=_Identity(), detector=_SureOnTheLeft(), device="cpu")
+    found = restorer.find_damage(cracked) > 0
+    assert found[crack].mean() > 0.95                              # the whole crack, from its sure left part
+    assert not found[apart].any() and not found[~crack & ~apart].any()
+    monkeypatch.setattr("restore.inference.DETECTOR_UPSCALE", 1)
+    alone = restorer.find_damage(cracked) > 0
+    assert alone[crack].any() and alone[crack].mean() < 0.5 and not alone[:, 100:].any()   # the sure part only
