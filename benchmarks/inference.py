@@ -81,7 +81,7 @@ def main() -> None:
     import torch
 
     from restore import inference
-    from restore.inference import Restorer, render_shape
+    from restore.inference import Restorer
 
     with tempfile.TemporaryDirectory() as temp:
         folder = Path(temp)
@@ -104,22 +104,24 @@ def main() -> None:
         width, height = 1155, 866                                 # 1.0 MP, 4:3
         photo = folder / "photo.jpg"
         Image.fromarray(_photo(width, height, 0)).save(photo, quality=92)
-        small_h, small_w = render_shape(height, width)
-        padded = (small_h + (-small_h % 32), small_w + (-small_w % 32))
-        # (name, network, input shape) of every network pass the CLI runs on this photo: the generator once at
-        # the render size (padded to x32), the damage detector on that copy and, on a black-and-white photo, on it
-        # enlarged DETECTOR_UPSCALE times (padded to the detector's multiple).
-        passes = [("render", loaded[0], padded)]
-        if detector is not None:
-            multiple = getattr(getattr(detector, "spec", None), "multiple", inference.NETWORK_MULTIPLE)
-            small_copy = cv2.resize(_photo(width, height, 0), (small_w, small_h), interpolation=cv2.INTER_AREA)
-            colour = inference._positive_type(small_copy) == "color"     # no enlarged pass on colour photos
-            for scale in sorted({1, 1 if colour else inference.DETECTOR_UPSCALE}):
-                h, w = small_h * scale, small_w * scale
-                passes.append((f"detector x{scale}", detector, (h + (-h % multiple), w + (-w % multiple))))
+        # Every network pass the CLI runs (the generator, the damage detector), recorded by hooks on the networks it
+        # uses as (name, network, padded input shape): the bare passes replay exactly those. The same hooks time
+        # the forward calls inside each CLI run: the same run, the same load, so that ratio holds even on a busy
+        # machine.
+        networks = {"generator": loaded[0]} | ({"detector": detector} if detector is not None else {})
+        passes: list[tuple[str, torch.nn.Module, tuple[int, int]]] = []
+        forward_times: list[float] = []
+        recording = True
 
-        # Bare network passes (the networks alone on the shapes the CLI runs) and the CLI, interleaved so both
-        # see the same background load; one warm-up of each first.
+        def before(module, inputs, name):
+            if recording:
+                passes.append((name, module, tuple(inputs[0].shape[2:])))
+            forward_times.append(-time.perf_counter())
+
+        for name, network in networks.items():
+            network.register_forward_pre_hook(lambda module, inputs, name=name: before(module, inputs, name))
+            network.register_forward_hook(lambda module, inputs, output: forward_times.append(time.perf_counter()))
+
         def bare_passes() -> float:
             total = 0.0
             for _, network, shape in passes:
@@ -135,15 +137,9 @@ def main() -> None:
             _cli([str(photo), "--weights", str(weights), "--overwrite", "-q"])
             return time.perf_counter() - tick
 
-        # Also time the network's forward calls inside each CLI run (hooks on the model the CLI uses): the
-        # same run, the same load, so the ratio holds even on a busy machine.
-        forward_times: list[float] = []
-        for cli_network in {id(network): network for _, network, _ in passes}.values():
-            cli_network.register_forward_pre_hook(lambda module, inputs: forward_times.append(-time.perf_counter()))
-            cli_network.register_forward_hook(
-                lambda module, inputs, output: forward_times.append(time.perf_counter()))
-
-        bare_passes(), cli_photo()
+        cli_photo()                                   # warm-up, and the record of the passes
+        recording = False
+        bare_passes()
         bare, cli_times, in_run = [], [], []
         for _ in range(args.repeats):
             bare.append(bare_passes())
