@@ -80,7 +80,15 @@ from restore.data import (
     rgb_to_lab_scaled,
 )
 from restore.imaging import to_tensor, to_uint8
-from restore.weights import WeightsError, load_generator, save_denoiser, save_detector, save_weights
+from restore.weights import (
+    WeightsError,
+    load_denoiser,
+    load_detector,
+    load_generator,
+    save_denoiser,
+    save_detector,
+    save_weights,
+)
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +183,8 @@ class DetectorConfig(DataOptions):
     tone_probability: float = 0.5        # share of the prints that are sepia-toned, as many real old ones are
     pos_weight: float = 3.0              # BCE weight of damage pixels (damage is ~2% of the pixels)
     dice_weight: float = 1.0             # soft-Dice term: the mask's overlap, whatever share of the crop it is
+    init_weights: str = ""               # start from these weights (a .pth checkpoint of this stage or exported
+                                         # .safetensors) with a fresh schedule: fine-tuning, not resuming
     epochs: int = 4                      # epochs over the training photos (one fresh crop each)
     max_steps: int = 0                   # stop after this many optimizer steps in all (0: no cap)
     lr: float = 2e-3                     # peak one-cycle learning rate
@@ -205,6 +215,8 @@ class DenoiserConfig(DataOptions):
     monochrome_probability: float = 0.3  # luminance-only noise (else independent per channel)
     jpeg_probability: float = 0.1        # noisy scans saved as JPEG afterwards
     jpeg_quality_range: tuple = (70, 95)
+    init_weights: str = ""               # start from these weights (a .pth checkpoint of this stage or exported
+                                         # .safetensors) with a fresh schedule: fine-tuning, not resuming
     epochs: int = 60                     # epochs over the training photos (one fresh crop each): the shipped run
     max_steps: int = 0                   # stop after this many optimizer steps in all (0: no cap)
     lr: float = 1e-3                     # peak one-cycle learning rate
@@ -968,12 +980,31 @@ def _train_small(stage: str, config: DetectorConfig | DenoiserConfig, model: nn.
     # channels-last convolutions: 27% faster steps on a 2-core CPU (0.84 -> 0.61 s at batch 12, 192 px)
     learn = Learner(make_dls(config.size, config.bs), model, loss_func=loss_func, metrics=metric, opt_func=Adam,
                     wd=config.wd, path=out_dir, model_dir=CHECKPOINT_DIR, cbs=ChannelsLast())
+    if config.init_weights and not resume:
+        _load_small_init(stage, model, config.init_weights)
     start_step, elapsed = _resume(learn, resume, stage) if resume else (0, 0.0)
     describe = _elapsed_describe(config, data_dir, lambda: {f"{stage}_spec": dataclasses.asdict(config.spec)})
     checkpoints = StepCheckpoints(stage, out_dir, config.checkpoint_every, describe, elapsed)
     phases = [_Phase(stage, config.size, config.bs, config.epochs, 0, lr=config.lr)]
     history = _fit_phases(learn, phases, make_dls, _fit_one_cycle, checkpoints, start_step, config.max_steps)
     return TrainResult(stage, checkpoints.last_path, checkpoints.last_step, history, learn)
+
+
+def _load_small_init(stage: str, model: nn.Module, path: str | Path) -> None:
+    """Load a detector or denoiser checkpoint (.pth, of this stage) or exported weights into `model`."""
+    if Path(path).suffix == ".pth":
+        state, _ = _read_checkpoint(path)
+        if state.get("stage", stage) != stage:
+            raise ValueError(f"{path}: a {state.get('stage')} checkpoint cannot start the {stage} stage")
+        source = state["model"]
+    else:
+        source = {"detector": load_detector, "denoiser": load_denoiser}[stage](path)[0].state_dict()
+    try:
+        model.load_state_dict(source)
+    except RuntimeError as error:
+        first = str(error).splitlines()[0]
+        raise WeightsError(f"{path}: does not fit the {stage} being trained ({first})") from None
+    log.info("%s initialised from %s", stage, path)
 
 
 def train_detector(config: DetectorConfig = DetectorConfig(), data_dir: str | Path = ".",

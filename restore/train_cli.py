@@ -51,6 +51,7 @@ EpochsOption = Annotated[int | None, typer.Option("--epochs", help="epochs (gan:
 StepsOption = Annotated[int | None, typer.Option("--max-steps", help="stop after this many optimizer steps "
                                                     "(gan: per size)")]
 EveryOption = Annotated[int | None, typer.Option("--checkpoint-every", help="steps between checkpoints")]
+SmallInitOption = Annotated[Path | None, typer.Option("--init", help="weights to fine-tune (.pth checkpoint of the stage or exported .safetensors), with a fresh schedule")]
 
 
 def _default_config(stage: str) -> Path:
@@ -164,11 +165,11 @@ def detector(
     config: ConfigOption = None, out: OutOption = None, resume: ResumeOption = None,
     size: Annotated[int | None, typer.Option("--size", help="crop size in px (multiple of 8)")] = None,
     bs: BsOption = None, epochs: EpochsOption = None, max_steps: StepsOption = None,
-    checkpoint_every: EveryOption = None,
+    checkpoint_every: EveryOption = None, init: SmallInitOption = None,
 ) -> None:
     """The damage detector: where cracks, scratches, dust and holes are; reports pixel F1."""
     cfg = _load("detector", config, size=size, bs=bs, epochs=epochs, max_steps=max_steps,
-                checkpoint_every=checkpoint_every)
+                checkpoint_every=checkpoint_every, init_weights=str(init) if init else None)
     _run(train_detector, cfg, data, out, "detector", resume)
 
 
@@ -178,11 +179,11 @@ def denoiser(
     config: ConfigOption = None, out: OutOption = None, resume: ResumeOption = None,
     size: Annotated[int | None, typer.Option("--size", help="crop size in px (multiple of 8)")] = None,
     bs: BsOption = None, epochs: EpochsOption = None, max_steps: StepsOption = None,
-    checkpoint_every: EveryOption = None,
+    checkpoint_every: EveryOption = None, init: SmallInitOption = None,
 ) -> None:
     """The denoiser: gaussian noise and film grain off photos at full resolution; reports PSNR."""
     cfg = _load("denoiser", config, size=size, bs=bs, epochs=epochs, max_steps=max_steps,
-                checkpoint_every=checkpoint_every)
+                checkpoint_every=checkpoint_every, init_weights=str(init) if init else None)
     _run(train_denoiser, cfg, data, out, "denoiser", resume)
 
 

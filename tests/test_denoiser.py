@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -109,6 +110,49 @@ def test_denoiser_stage_checkpoints_exports_and_resumes(denoiser_run, photos, tm
     assert resumed.step == 4 and len(resumed.learner.recorder.losses) == 2
     with pytest.raises(ValueError, match="multiple of 4"):
         train_denoiser(DenoiserConfig(spec=TINY, size=30), photos, tmp_path, device="cpu")
+
+
+def test_denoiser_stage_fine_tunes_given_weights_with_a_fresh_schedule(denoiser_run, photos, tmp_path):
+    config, _, result = denoiser_run
+    start = dict(load_denoiser(result.exported)[0].named_parameters())   # (batch-norm statistics move anyway)
+    calm = dataclasses.replace(config, epochs=1, lr=1e-9, export=False)
+    tuned = train_denoiser(dataclasses.replace(calm, init_weights=str(result.exported)), photos, tmp_path / "a",
+                           device="cpu")
+    assert tuned.step == 2                                   # a fresh schedule: counted from 0, not from 4
+    weights = dict(tuned.learner.model.named_parameters())
+    assert all(torch.allclose(weights[k].float(), v, atol=1e-4) for k, v in start.items())
+    fresh = dict(train_denoiser(calm, photos, tmp_path / "b", device="cpu").learner.model.named_parameters())
+    assert not all(torch.allclose(fresh[k].float(), v, atol=1e-4) for k, v in start.items())
+    from_checkpoint = train_denoiser(dataclasses.replace(calm, init_weights=str(result.checkpoint)), photos,
+                                     tmp_path / "c", device="cpu").learner.model.named_parameters()
+    from_checkpoint = dict(from_checkpoint)
+    assert all(torch.allclose(from_checkpoint[k].float(), v, atol=1e-3) for k, v in start.items())
+    wider = dataclasses.replace(calm, spec=DenoiserSpec(channels=(8, 16)), init_weights=str(result.exported))
+    with pytest.raises(WeightsError, match="denoiser.safetensors: does not fit the denoiser"):
+        train_denoiser(wider, photos, tmp_path / "d", device="cpu")
+    detector_checkpoint = tmp_path / "detector_step0000001.pth"
+    torch.save({"model": {}, "step": 1, "stage": "detector"}, detector_checkpoint)
+    with pytest.raises(ValueError, match="a detector checkpoint cannot start the denoiser stage"):
+        train_denoiser(dataclasses.replace(calm, init_weights=str(detector_checkpoint)), photos, tmp_path / "e",
+                       device="cpu")
+
+
+def test_cli_denoiser_init_fine_tunes_and_names_a_missing_file(denoiser_run, photos, tmp_path):
+    from typer.testing import CliRunner
+
+    from restore.train_cli import app
+
+    _, _, result = denoiser_run
+    config = tmp_path / "tiny.toml"
+    config.write_text("size = 32\nbs = 2\nepochs = 1\nvalid_fraction = 0.34\nmax_zoom = 1.0\nexport = false\n"
+                      "[spec]\nchannels = [4, 8]\n")
+    run = CliRunner().invoke(app, ["denoiser", "--config", str(config), "--data", str(photos), "--out",
+                                   str(tmp_path / "run"), "--init", str(result.exported)])
+    assert run.exit_code == 0, run.output
+    assert "denoiser_step0000002.pth" in run.output
+    missing = CliRunner().invoke(app, ["denoiser", "--config", str(config), "--data", str(photos), "--out",
+                                       str(tmp_path / "run2"), "--init", str(tmp_path / "none.safetensors")])
+    assert missing.exit_code == 1 and "none.safetensors" in missing.output and "not found" in missing.output
 
 
 def test_denoiser_export_and_loading_refuse_other_networks(tmp_path):

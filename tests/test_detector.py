@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -108,6 +109,18 @@ def test_detector_stage_checkpoints_exports_and_resumes(detector_run, photos, tm
     resumed = train_detector(config, photos, tmp_path, resume=out / "checkpoints" / "detector_step0000002.pth",
                              device="cpu")
     assert resumed.step == 4 and len(resumed.learner.recorder.losses) == 2
+
+
+def test_detector_stage_fine_tunes_given_weights(detector_run, photos, tmp_path):
+    config, _, result = detector_run
+    start = dict(load_detector(result.exported)[0].named_parameters())
+    calm = dataclasses.replace(config, epochs=1, lr=1e-9, export=False)
+    tuned = train_detector(dataclasses.replace(calm, init_weights=str(result.exported)), photos, tmp_path / "a",
+                           device="cpu")
+    weights = dict(tuned.learner.model.named_parameters())
+    assert tuned.step == 2 and all(torch.allclose(weights[k], v, atol=1e-4) for k, v in start.items())
+    fresh = dict(train_detector(calm, photos, tmp_path / "b", device="cpu").learner.model.named_parameters())
+    assert not all(torch.allclose(fresh[k], v, atol=1e-4) for k, v in start.items())
 
 
 def test_export_refuses_a_checkpoint_of_another_stage(tmp_path):
