@@ -35,8 +35,8 @@ carried back to the original size:
 * Isolated impulses (salt-and-pepper) are removed at native resolution with a 3x3 median before anything.
 * Noise and film grain: a photo whose luminance noise is DENOISE_MIN_SIGMA levels or more is denoised
   at its own resolution by the denoiser (`Restorer.denoise`, the shipped models/denoiser.safetensors when
-  installed), in tiles, before anything else sees it; the render-size copy cannot show noise the generator
-  could remove at full size. Without a denoiser the noise is only cored in the full-resolution detail (below).
+  installed), in tiles, each the mean of its four flipped copies' passes, before anything else sees it; the
+  render-size copy cannot show noise the generator could remove at full size. Without a denoiser the noise is only cored in the full-resolution detail (below).
 * Damage the damage detector finds on any photo (cracks, scratches, dust, holes: `Restorer.find_damage`, the
   shipped models/detector.safetensors) and, on a colour photo or colour negative, blobs of one near-neutral
   colour (missing emulsion, dust, opaque scratches; `restore.baselines.hole_mask`) are inpainted classically
@@ -115,6 +115,7 @@ DETECTOR_EXTEND_THRESHOLD = 0.27  # ... from this probability there (`Restorer.f
 DENOISE_MIN_SIGMA = 5.0          # levels of luminance noise (flattest blocks) from which the denoiser runs
 DENOISE_TILE = 768               # px: the denoiser runs on tiles this big (bounded memory on big scans) ...
 DENOISE_MARGIN = 32              # ... each seen with this much of its neighbours around it (no seams)
+DENOISE_FLIPS = ((), (3,), (2,), (2, 3))  # ... and flipped these ways (tensor dims), the passes averaged back
 
 
 def _logit(probability: float) -> float:
@@ -557,6 +558,20 @@ def transfer(full: np.ndarray, small_in: np.ndarray, small_out: np.ndarray, inpu
     return restored, info
 
 
+def flip_ensemble(net: nn.Module, tensor: torch.Tensor, flips: tuple = DENOISE_FLIPS) -> torch.Tensor:
+    """The mean of `net` over flipped copies of a 1xCxHxW tensor, each flipped back (one batched pass).
+
+    A small network's errors differ between a photo and its mirror image while the photo's content does not,
+    so their mean errs less: on 16 held-out training photos (the denoiser's validation split, 512 px) the four
+    flips raised colour + sigma 25 from 28.96 to 29.15 dB (dE 3.73 -> 3.69) and colour negatives + noise from
+    20.44 to 20.50 dB; all eight flips and transpositions only to 29.15 and 20.55, at twice the cost.
+    """
+    batch = torch.cat([tensor.flip(dims) if dims else tensor for dims in flips])
+    out = net(batch.contiguous(memory_format=torch.channels_last))
+    return torch.stack([out[i: i + 1].flip(dims) if dims else out[i: i + 1] for i, dims in enumerate(flips)]
+                       ).mean(dim=0)
+
+
 def _denoised_if_noisy(rgb: np.ndarray, crop: int = 1024) -> tuple[float, np.ndarray | None]:
     """(noise sigma, the scan denoised or None): a negative's noise, estimated on its central crop, and above
     NOISY_NEGATIVE_SIGMA non-local means (`restore.baselines.denoise_gaussian`) before it is inverted.
@@ -649,7 +664,8 @@ class Restorer:
         negatives), 6.4-7.4 on colour negatives with sigma 10 on the scan, 9.3-16.3 with sigma 25 per
         channel; the wavelet estimate read up to 11 on clean ones. The network is blind and takes the level
         from the photo itself. It runs on DENOISE_TILE tiles, each with DENOISE_MARGIN px of context that is
-        then dropped, so big scans fit in memory without seams. A black-and-white photo stays grey.
+        then dropped, so big scans fit in memory without seams, and each tile's result is the mean over its
+        flipped copies (`flip_ensemble`, DENOISE_FLIPS). A black-and-white photo stays grey.
         """
         luma = cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)[..., 0].astype(np.float32)
         sigma = round(_noise_sigma(luma), 2)
@@ -664,10 +680,9 @@ class Restorer:
                 y0, x0 = max(0, top - DENOISE_MARGIN), max(0, left - DENOISE_MARGIN)
                 y1, x1 = min(height, bottom + DENOISE_MARGIN), min(width, right + DENOISE_MARGIN)
                 patch = rgb[y0:y1, x0:x1]
-                tensor = to_tensor(pad_to_multiple(patch, multiple)).unsqueeze(0)
-                tensor = tensor.to(self.device).contiguous(memory_format=torch.channels_last)
+                tensor = to_tensor(pad_to_multiple(patch, multiple)).unsqueeze(0).to(self.device)
                 with torch.inference_mode():
-                    clean = to_uint8(self.denoiser(tensor)[0, :, : y1 - y0, : x1 - x0])
+                    clean = to_uint8(flip_ensemble(self.denoiser, tensor, DENOISE_FLIPS)[0, :, : y1 - y0, : x1 - x0])
                 out[top:bottom, left:right] = clean[top - y0: bottom - y0, left - x0: right - x0]
         if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]):
             grey = (out.astype(np.uint16).sum(axis=2) + 1) // 3

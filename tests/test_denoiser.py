@@ -219,6 +219,29 @@ def test_the_denoiser_runs_on_noisy_photos_in_tiles_without_seams(monkeypatch):
     assert not plain_info["denoiser_ran"] and not np.array_equal(restored, plain)
 
 
+def test_the_denoiser_result_is_the_mean_of_its_flipped_passes():
+    class _Shift(nn.Module):
+        """Not mirror-symmetric: the pixel to the left and the one above, so every flip sees other neighbours."""
+
+        spec = DenoiserSpec(channels=(4, 8))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            padded = F.pad(x, (1, 0, 1, 0), mode="replicate")
+            return 0.5 * (padded[..., 1:, :-1] + padded[..., :-1, 1:])
+
+    noisy = _noisy_photo(20.0)
+    _, denoised = Restorer(model=_Identity(), denoiser=_Shift(), device="cpu", find_damage=False).denoise(noisy)
+    image = noisy.astype(np.float32)
+    passes = []
+    for flip_code in (None, 1, 0, -1):                       # none, left-right, up-down, both
+        flipped = image if flip_code is None else cv2.flip(image, flip_code)
+        padded = np.pad(flipped, ((1, 0), (1, 0), (0, 0)), mode="edge")
+        out = 0.5 * (padded[1:, :-1] + padded[:-1, 1:])
+        passes.append(out if flip_code is None else cv2.flip(out, flip_code))
+    assert np.abs(denoised.astype(np.float32) - np.mean(passes, axis=0)).max() <= 1.0
+    assert np.abs(denoised.astype(np.float32) - passes[0]).max() > 5     # not the one plain pass
+
+
 def test_a_clean_photo_is_not_denoised():
     clean = _noisy_photo(0.0)
     blur = _BoxBlur()
@@ -262,7 +285,8 @@ class _Gives(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = self.photo.shape[1:]
-        return F.pad(self.photo, (0, x.shape[3] - width, 0, x.shape[2] - height))[None].to(x)
+        padded = F.pad(self.photo, (0, x.shape[3] - width, 0, x.shape[2] - height))
+        return padded.expand(x.shape[0], -1, -1, -1).to(x)
 
 
 def test_the_chroma_noise_a_denoiser_leaves_is_smoothed_for_the_noise_it_removed(monkeypatch):
@@ -276,6 +300,7 @@ def test_the_chroma_noise_a_denoiser_leaves_is_smoothed_for_the_noise_it_removed
         return float(np.abs(chroma - cv2.cvtColor(clean, cv2.COLOR_RGB2YCrCb)[..., 1:]).mean())
 
     noisy = _noisy_photo(20.0)
+    monkeypatch.setattr(inference, "DENOISE_FLIPS", ((),))   # one pass: the stand-in gives `left` unflipped
     restorer = Restorer(model=_Identity(), denoiser=_Gives(left), device="cpu", find_damage=False)
     smoothed, info = restorer.restore_array(noisy)
     assert info["denoiser_ran"] and info["input_type"] == "color" and info["coring"] == 0  # no luma noise left
