@@ -36,7 +36,8 @@ carried back to the original size:
 * Noise and film grain: a photo whose luminance noise is DENOISE_MIN_SIGMA levels or more is denoised
   at its own resolution by the denoiser (`Restorer.denoise`, the shipped models/denoiser.safetensors when
   installed), in tiles, each the mean of its four flipped copies' passes, before anything else sees it; the
-  render-size copy cannot show noise the generator could remove at full size. Without a denoiser the noise is only cored in the full-resolution detail (below).
+  render-size copy cannot show noise the generator could remove at full size. Without a denoiser the noise
+  is only cored in the full-resolution detail (below).
 * Damage the damage detector finds on any photo (cracks, scratches, dust, holes: `Restorer.find_damage`, the
   shipped models/detector.safetensors) and, on a colour photo or colour negative, blobs of one near-neutral
   colour (missing emulsion, dust, opaque scratches; `restore.baselines.hole_mask`) are inpainted classically
@@ -682,7 +683,8 @@ class Restorer:
                 patch = rgb[y0:y1, x0:x1]
                 tensor = to_tensor(pad_to_multiple(patch, multiple)).unsqueeze(0).to(self.device)
                 with torch.inference_mode():
-                    clean = to_uint8(flip_ensemble(self.denoiser, tensor, DENOISE_FLIPS)[0, :, : y1 - y0, : x1 - x0])
+                    clean = flip_ensemble(self.denoiser, tensor, DENOISE_FLIPS)
+                clean = to_uint8(clean[0, :, : y1 - y0, : x1 - x0])
                 out[top:bottom, left:right] = clean[top - y0: bottom - y0, left - x0: right - x0]
         if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]):
             grey = (out.astype(np.uint16).sum(axis=2) + 1) // 3

@@ -183,8 +183,8 @@ class DetectorConfig(DataOptions):
     tone_probability: float = 0.5        # share of the prints that are sepia-toned, as many real old ones are
     pos_weight: float = 3.0              # BCE weight of damage pixels (damage is ~2% of the pixels)
     dice_weight: float = 1.0             # soft-Dice term: the mask's overlap, whatever share of the crop it is
-    init_weights: str = ""               # start from these weights (a .pth checkpoint of this stage or exported
-                                         # .safetensors) with a fresh schedule: fine-tuning, not resuming
+    init_weights: str = ""               # start from these weights (a .pth checkpoint of this stage or
+                                         # exported .safetensors) with a fresh schedule: fine-tuning
     epochs: int = 4                      # epochs over the training photos (one fresh crop each)
     max_steps: int = 0                   # stop after this many optimizer steps in all (0: no cap)
     lr: float = 2e-3                     # peak one-cycle learning rate
@@ -215,8 +215,8 @@ class DenoiserConfig(DataOptions):
     monochrome_probability: float = 0.3  # luminance-only noise (else independent per channel)
     jpeg_probability: float = 0.1        # noisy scans saved as JPEG afterwards
     jpeg_quality_range: tuple = (70, 95)
-    init_weights: str = ""               # start from these weights (a .pth checkpoint of this stage or exported
-                                         # .safetensors) with a fresh schedule: fine-tuning, not resuming
+    init_weights: str = ""               # start from these weights (a .pth checkpoint of this stage or
+                                         # exported .safetensors) with a fresh schedule: fine-tuning
     epochs: int = 60                     # epochs over the training photos (one fresh crop each): the shipped run
     max_steps: int = 0                   # stop after this many optimizer steps in all (0: no cap)
     lr: float = 1e-3                     # peak one-cycle learning rate

@@ -51,7 +51,8 @@ EpochsOption = Annotated[int | None, typer.Option("--epochs", help="epochs (gan:
 StepsOption = Annotated[int | None, typer.Option("--max-steps", help="stop after this many optimizer steps "
                                                     "(gan: per size)")]
 EveryOption = Annotated[int | None, typer.Option("--checkpoint-every", help="steps between checkpoints")]
-SmallInitOption = Annotated[Path | None, typer.Option("--init", help="weights to fine-tune (.pth checkpoint of the stage or exported .safetensors), with a fresh schedule")]
+SmallInitOption = Annotated[Path | None, typer.Option("--init", help="weights to fine-tune (.pth checkpoint "
+                                                      "of the stage or exported .safetensors), fresh schedule")]
 
 
 def _default_config(stage: str) -> Path:

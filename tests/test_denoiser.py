@@ -116,8 +116,8 @@ def test_denoiser_stage_fine_tunes_given_weights_with_a_fresh_schedule(denoiser_
     config, _, result = denoiser_run
     start = dict(load_denoiser(result.exported)[0].named_parameters())   # (batch-norm statistics move anyway)
     calm = dataclasses.replace(config, epochs=1, lr=1e-9, export=False)
-    tuned = train_denoiser(dataclasses.replace(calm, init_weights=str(result.exported)), photos, tmp_path / "a",
-                           device="cpu")
+    tuned = train_denoiser(dataclasses.replace(calm, init_weights=str(result.exported)), photos,
+                           tmp_path / "a", device="cpu")
     assert tuned.step == 2                                   # a fresh schedule: counted from 0, not from 4
     weights = dict(tuned.learner.model.named_parameters())
     assert all(torch.allclose(weights[k].float(), v, atol=1e-4) for k, v in start.items())
@@ -133,8 +133,8 @@ def test_denoiser_stage_fine_tunes_given_weights_with_a_fresh_schedule(denoiser_
     detector_checkpoint = tmp_path / "detector_step0000001.pth"
     torch.save({"model": {}, "step": 1, "stage": "detector"}, detector_checkpoint)
     with pytest.raises(ValueError, match="a detector checkpoint cannot start the denoiser stage"):
-        train_denoiser(dataclasses.replace(calm, init_weights=str(detector_checkpoint)), photos, tmp_path / "e",
-                       device="cpu")
+        train_denoiser(dataclasses.replace(calm, init_weights=str(detector_checkpoint)), photos,
+                       tmp_path / "e", device="cpu")
 
 
 def test_cli_denoiser_init_fine_tunes_and_names_a_missing_file(denoiser_run, photos, tmp_path):
@@ -221,7 +221,7 @@ def test_the_denoiser_runs_on_noisy_photos_in_tiles_without_seams(monkeypatch):
 
 def test_the_denoiser_result_is_the_mean_of_its_flipped_passes():
     class _Shift(nn.Module):
-        """Not mirror-symmetric: the pixel to the left and the one above, so every flip sees other neighbours."""
+        """Not mirror-symmetric: the mean of the pixels to the left and above; each flip sees other ones."""
 
         spec = DenoiserSpec(channels=(4, 8))
 
@@ -230,7 +230,8 @@ def test_the_denoiser_result_is_the_mean_of_its_flipped_passes():
             return 0.5 * (padded[..., 1:, :-1] + padded[..., :-1, 1:])
 
     noisy = _noisy_photo(20.0)
-    _, denoised = Restorer(model=_Identity(), denoiser=_Shift(), device="cpu", find_damage=False).denoise(noisy)
+    restorer = Restorer(model=_Identity(), denoiser=_Shift(), device="cpu", find_damage=False)
+    _, denoised = restorer.denoise(noisy)
     image = noisy.astype(np.float32)
     passes = []
     for flip_code in (None, 1, 0, -1):                       # none, left-right, up-down, both

@@ -115,8 +115,8 @@ def test_detector_stage_fine_tunes_given_weights(detector_run, photos, tmp_path)
     config, _, result = detector_run
     start = dict(load_detector(result.exported)[0].named_parameters())
     calm = dataclasses.replace(config, epochs=1, lr=1e-9, export=False)
-    tuned = train_detector(dataclasses.replace(calm, init_weights=str(result.exported)), photos, tmp_path / "a",
-                           device="cpu")
+    tuned = train_detector(dataclasses.replace(calm, init_weights=str(result.exported)), photos,
+                           tmp_path / "a", device="cpu")
     weights = dict(tuned.learner.model.named_parameters())
     assert tuned.step == 2 and all(torch.allclose(weights[k], v, atol=1e-4) for k, v in start.items())
     fresh = dict(train_detector(calm, photos, tmp_path / "b", device="cpu").learner.model.named_parameters())
