@@ -17,7 +17,7 @@ from degradations.pipeline import PipelineConfig
 from restore.arch import DetectorSpec, build_detector, count_parameters
 from restore.config import load_config
 from restore.data import DataOptions, make_damage_datasets
-from restore.inference import Restorer
+from restore.inference import Restorer, edge_lines_cleared
 from restore.train import DamageLoss, DetectorConfig, damage_f1, export_detector, train_detector
 from restore.weights import WeightsError, load_detector, save_detector
 
@@ -184,6 +184,31 @@ def test_what_the_detector_finds_is_repaired_and_nothing_else():
     kept, _ = Restorer(model=_Identity(), detector=_FlagsWhite(), device="cpu",
                        find_damage=False).restore_array(cracked)
     assert np.abs(kept.astype(int) - clean.astype(int)).max(axis=2)[crack].mean() > 100
+
+
+
+def test_a_line_along_the_edge_is_a_border_but_what_reaches_in_is_damage():
+    mask = np.zeros((100, 120), bool)
+    mask[:, -4:] = True                  # a 4 px frame down the right side
+    mask[:25, :25] = True                # a torn corner: along the left and top sides, and further in
+    mask[50, 30:] = True                 # a crack that runs out to the frame
+    mask[80:83, 2:5] = True              # a speck at the left edge (3% of that side)
+    cleared = edge_lines_cleared(mask)
+    assert not cleared[:, -6:].any()
+    assert cleared[:25, :25].all() and cleared[50, 30:114].all() and cleared[80:83, 2:5].all()
+    assert (cleared == mask)[:, :-6].all()
+    assert mask[:, -4:].all()                           # the mask given is not changed
+
+
+def test_a_print_keeps_its_white_border_and_loses_its_crack():
+    cracked, clean, crack = _cracked_print()
+    framed, clean_framed = cracked.copy(), clean.copy()
+    for image in (framed, clean_framed):
+        image[:, :4] = image[:, -4:] = image[:4] = image[-4:] = 252
+    restored, _ = Restorer(model=_Identity(), detector=_FlagsWhite(), device="cpu").restore_array(framed)
+    error = np.abs(restored.astype(int) - clean_framed.astype(int)).max(axis=2)
+    assert error[crack].mean() < 12                      # repaired as without the frame
+    assert restored[:, -4:].min() > 240 and restored[:4].min() > 240   # the frame is the print's own
 
 
 def test_the_shipped_detector_comes_with_the_shipped_weights_only(tmp_path, tiny_weights, monkeypatch):
