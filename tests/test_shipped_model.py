@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from restore import cli
-from restore.weights import card_path, default_weights_path, sha256_of
+from restore.config import load_config
+from restore.train import DenoiserConfig
+from restore.weights import card_path, default_denoiser_path, default_detector_path, default_weights_path, sha256_of
 
 pytestmark = pytest.mark.skipif(not default_weights_path().is_file(), reason="no model shipped in models/")
 
@@ -25,6 +28,32 @@ def test_card_matches_the_weights_it_describes():
     label = card["evaluation"]["model_label"]
     for by_method in summary.values():
         assert {"input", "classical", label} <= set(by_method)
+
+
+
+def _card(weights):
+    return json.loads(card_path(weights).read_text(encoding="utf-8"))
+
+
+def test_the_evaluation_names_the_detector_and_denoiser_that_ship():
+    """The card's numbers are those of the shipped helpers: each one's file, its own card and the run agree."""
+    evaluation = _card(default_weights_path())["evaluation"]
+    label = evaluation["model_label"]
+    for kind, weights in (("detectors", default_detector_path()), ("denoisers", default_denoiser_path())):
+        ran = evaluation["meta"][kind][label]
+        own = _card(weights)
+        assert ran["sha256"] == own["sha256"] == sha256_of(weights)
+        assert (ran["name"], ran["version"]) == (own["name"], own["version"])
+
+
+def test_the_shipped_denoiser_was_trained_with_its_documented_config():
+    trained = _card(default_denoiser_path())["training"]["config"]
+    documented = load_config(DenoiserConfig, Path(__file__).resolve().parents[1] / "docs" / "configs"
+                             / "denoiser-finetune2-cpu.toml")
+    for key in ("size", "bs", "epochs", "lr", "wd", "noise_kinds", "sigma_range", "gray_probability"):
+        value = getattr(documented, key)
+        assert trained[key] == (list(value) if isinstance(value, tuple) else value), key
+    assert trained["spec"]["channels"] == list(documented.spec.channels)
 
 
 def test_restore_photo_with_the_default_model(tmp_path):
