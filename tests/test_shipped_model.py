@@ -49,7 +49,7 @@ def test_the_evaluation_names_the_detector_and_denoiser_that_ship():
 def test_the_shipped_denoiser_was_trained_with_its_documented_config():
     trained = _card(default_denoiser_path())["training"]["config"]
     documented = load_config(DenoiserConfig, Path(__file__).resolve().parents[1] / "docs" / "configs"
-                             / "denoiser-finetune2-cpu.toml")
+                             / "denoiser-finetune3-cpu.toml")
     for key in ("size", "bs", "epochs", "lr", "wd", "noise_kinds", "sigma_range", "gray_probability"):
         value = getattr(documented, key)
         assert trained[key] == (list(value) if isinstance(value, tuple) else value), key
