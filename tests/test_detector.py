@@ -186,7 +186,6 @@ def test_what_the_detector_finds_is_repaired_and_nothing_else():
     assert np.abs(kept.astype(int) - clean.astype(int)).max(axis=2)[crack].mean() > 100
 
 
-
 def test_a_line_along_the_edge_is_a_border_but_what_reaches_in_is_damage():
     mask = np.zeros((100, 120), bool)
     mask[:, -4:] = True                  # a 4 px frame down the right side

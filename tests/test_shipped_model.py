@@ -18,8 +18,12 @@ from restore.weights import card_path, default_denoiser_path, default_detector_p
 pytestmark = pytest.mark.skipif(not default_weights_path().is_file(), reason="no model shipped in models/")
 
 
+def _card(weights):
+    return json.loads(card_path(weights).read_text(encoding="utf-8"))
+
+
 def test_card_matches_the_weights_it_describes():
-    card = json.loads(card_path(default_weights_path()).read_text(encoding="utf-8"))
+    card = _card(default_weights_path())
     assert card["sha256"] == sha256_of(default_weights_path())
     assert card["dtype"] == "float16"
     assert card["generator_spec"]["encoder"] == "resnet34"
@@ -28,11 +32,6 @@ def test_card_matches_the_weights_it_describes():
     label = card["evaluation"]["model_label"]
     for by_method in summary.values():
         assert {"input", "classical", label} <= set(by_method)
-
-
-
-def _card(weights):
-    return json.loads(card_path(weights).read_text(encoding="utf-8"))
 
 
 def test_the_evaluation_names_the_detector_and_denoiser_that_ship():
