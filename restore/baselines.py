@@ -23,6 +23,9 @@ import numpy as np
 _GAMMA = 2.2
 # Film exposure latitude K of `negative_lut`'s log response: the range it is looked for in.
 _LATITUDE_RANGE = (0.2, 5.0)
+# Density slope (gamma) of a typical negative film: about 0.6 for colour negative film (its dye layers 0.55-0.65,
+# the middle of degradations' Negative ranges), and b&w film is developed to about the same (0.55-0.75 there).
+FILM_GAMMA = 0.6
 
 
 @dataclass(frozen=True)
@@ -63,19 +66,20 @@ def _check(image: np.ndarray) -> None:
 
 def invert_negative(scan: np.ndarray, base_percentile: float = 99.5,
                     stretch_percentiles: tuple[float, float] = (0.5, 99.5),
-                    target_mean: float = 0.45) -> np.ndarray:
+                    film_gamma: float | None = FILM_GAMMA, target_mean: float = 0.45) -> np.ndarray:
     """Invert a scanned negative (colour or black-and-white) with film-base removal; uint8 RGB in and out.
 
     See `negative_lut`, which sets the levels from the scan itself here.
     """
     _check(scan)
-    return cv2.LUT(np.ascontiguousarray(scan), negative_lut(scan, base_percentile, stretch_percentiles, target_mean))
+    return cv2.LUT(np.ascontiguousarray(scan),
+                   negative_lut(scan, base_percentile, stretch_percentiles, film_gamma, target_mean))
 
 
 def negative_lut(sample: np.ndarray, base_percentile: float = 99.5,
                  stretch_percentiles: tuple[float, float] = (0.5, 99.5),
-                 target_mean: float = 0.45, reference: np.ndarray | None = None,
-                 reference_weight: float = 0.5) -> np.ndarray:
+                 film_gamma: float | None = FILM_GAMMA, target_mean: float = 0.45,
+                 reference: np.ndarray | None = None, reference_weight: float = 0.5) -> np.ndarray:
     """Per-channel inversion table (uint8 256x1x3, for `cv2.LUT`) of a negative, its levels set from `sample`.
 
     Every step is a per-channel function of the pixel value, so the levels can come from a small copy and the
@@ -88,19 +92,26 @@ def negative_lut(sample: np.ndarray, base_percentile: float = 99.5,
        -log10(T) grows with the log of the scene light. Stretch the density per channel (percentiles), which
        also cancels each dye layer's different contrast and so the orange cast.
     3. Map density back to light with the film's log response, out = (10^(K d) - 1) / (10^K - 1). K (the
-       film's exposure latitude) is unknown from one frame and sets every mid-tone, so it is where most of the
-       error is: without a `reference`, K makes the mean display level `target_mean`, the auto-exposure prior
-       of a mid-grey average scene. `reference` (uint8 RGB, `sample`'s shape): a positive of the same scene,
-       however rough (e.g. a network's inversion of `sample`); the K whose positive is closest to it (least
-       squares over all pixels; it only has to get the overall tones right, not the detail) is averaged with
-       the prior's in log, weighted `reference_weight`. Both err widely on single photos; on 50 training
-       photos made into colour negatives the network's K alone gained 2.7 dB on average over the prior's
-       but lost over 1 dB on 14 of them (worst -15), the 50/50 mix gained 2.5 and lost on 10 (worst -11; on
-       black-and-white negatives +1.0 dB, 6 losses, against +0.3 and 13).
+       film's exposure latitude: the log range of scene light between the stretch percentiles) sets every
+       mid-tone, so it is where most of the error is. Film turns log exposure into density with a known slope
+       (`film_gamma`, about 0.6 for colour negative film), so K is the stretched density range divided by it
+       (the mean over channels), and the curve is then the film's own, its toe at the scene's shadows.
+       `film_gamma` None: K instead makes the mean display level `target_mean`, the auto-exposure prior of a
+       mid-grey average scene, which errs with every scene's key. The 2,119 training photos, each made into a
+       colour and a b&w negative (degradations' `Negative` ranges: film slopes 0.5-0.75, exposure and flare
+       varied; 384 px), inverted with the film's slope scored 29.7 dB (colour) and 20.5 (b&w; not colourized),
+       with the mid-grey prior 20.9 and 17.4; the best K for each photo would score 32.5 and 21.7. It fails
+       where the scene's brightest parts are well below white (a dim interior; skimage's chelsea): the
+       stretch makes them white and every mid-tone too bright with them, which only a larger K offsets; of
+       212 of those photos made into colour negatives, 34 lost over 1 dB to the mid-grey prior (worst -10).
+       `reference` (uint8 RGB, `sample`'s shape): a positive of the same scene, however rough (e.g. a
+       network's inversion of `sample`); the K whose positive is closest to it (least squares over all
+       pixels; it only has to get the overall tones right, not the detail) is averaged with the prior's in
+       log, weighted `reference_weight`.
 
-    The percentiles and `target_mean` were checked on training photos (whose mean level is 0.47) over the
-    four negative categories: wider percentiles (0.1/99.9) gain on clean negatives but lose more where dust
-    and scratches the hole detector misses sit outside the film's range.
+    The percentiles and `target_mean` (for `film_gamma` None) were checked on training photos (whose mean
+    level is 0.47) over the four negative categories: wider percentiles (0.1/99.9) gain on clean negatives
+    but lose more where dust and scratches the hole detector misses sit outside the film's range.
     """
     _check(sample)
     if reference is not None and reference.shape != sample.shape:
@@ -121,16 +132,21 @@ def negative_lut(sample: np.ndarray, base_percentile: float = 99.5,
     def positive(k: np.ndarray | float, nd: np.ndarray) -> np.ndarray:
         return ((10.0 ** (k * nd) - 1.0) / (10.0**k - 1.0)) ** (1.0 / _GAMMA)
 
-    # Bisection on K on a subsample: the mean level falls monotonically as K grows.
-    sample_density = np.clip((density_of(linear[::4, ::4]) - low) / scale, 0.0, 1.0)
-    k_low, k_high = _LATITUDE_RANGE
-    for _ in range(20):
+    if film_gamma is not None:
+        if film_gamma <= 0:
+            raise ValueError(f"film_gamma must be above 0, got {film_gamma:g}")
+        k = float(np.clip(np.mean(scale) / film_gamma, *_LATITUDE_RANGE))
+    else:
+        # Bisection on K on a subsample: the mean level falls monotonically as K grows.
+        sample_density = np.clip((density_of(linear[::4, ::4]) - low) / scale, 0.0, 1.0)
+        k_low, k_high = _LATITUDE_RANGE
+        for _ in range(20):
+            k = 0.5 * (k_low + k_high)
+            if float(np.mean(positive(k, sample_density))) > target_mean:
+                k_low = k
+            else:
+                k_high = k
         k = 0.5 * (k_low + k_high)
-        if float(np.mean(positive(k, sample_density))) > target_mean:
-            k_low = k
-        else:
-            k_high = k
-    k = 0.5 * (k_low + k_high)
     if reference is not None:
         # Squared error of each candidate K from per-level sums of the reference: sum over levels and channels
         # of n*p^2 - 2*p*sum(ref) (the sum of ref^2 is the same for every K), so no image is rendered.

@@ -24,11 +24,10 @@ carried back to the original size:
   (ORANGE_CHANGE_RATIO: a warm-lit positive's inverted copy is changed as much). The negative is then
   restored as that positive, like a print or a colour scan: the classical inversion sets its tones and
   removes the orange mask, the network repairs (and colourizes black-and-white film). The one free
-  parameter of that inversion, the film's latitude, which sets every mid-tone, is the log average of a
-  mid-grey prior's and the one fitted to the network's own inversion of the scan (its first pass; told the
-  photo is a negative, a pass on the scan is run for it): the network has learned the tones of negatives,
-  though it errs widely on single photos, and the classical inversion keeps the scan's detail and exact
-  per-channel response. Without such a reading, the prior alone sets it. A network that
+  parameter of that inversion, the film's latitude, which sets every mid-tone, comes from the film's known
+  slope (`restore.baselines.FILM_GAMMA`). The network's own inversion of the scan is not mixed in: on 165
+  training photos made into negatives, fitting the latitude to it with weight 0.5 lost 2.6 dB (colour) and
+  0.8 dB (b&w) against the film's slope alone. A network that
   inverts the copy too inverts whatever it is shown (a weak one does that to some dark sepia prints), so the
   photo is a positive. Positives take one pass (an orange-lit one two); a noisy negative is denoised on the
   scan (non-local means) and its inversion takes a third.
@@ -783,10 +782,7 @@ class Restorer:
             if clean is not None:
                 rgb = clean
                 small, patched, holes = self._render_copies(rgb, impulses)
-            # The network's own reading of the scan helps set the inversion's tones, if it reads it as a negative.
-            scan_out = self._timed_pass(patched, "scan", passes)
-            reference = scan_out if coarse_correlation(patched, scan_out) < NEGATIVE_COARSE_CORRELATION else None
-            rgb, small, small_out, input_type = self._as_positive(rgb, small, patched, passes, reference)
+            rgb, small, small_out, input_type = self._as_positive(rgb, small, patched, passes)
             reported = "negative"
         else:
             small_out = self._timed_pass(patched, "render", passes)
@@ -797,10 +793,8 @@ class Restorer:
             # (it half-inverts some damaged colour negatives, or barely touches them).
             orange = input_type == "auto" and not network_inverted and has_orange_base(patched)
             if network_inverted or orange:
-                # Ask again on the film-base-corrected inverted copy (module doc), its tones helped by the
-                # network's own inversion where there is one (not when it only half-inverted an orange scan).
-                reference = small_out if network_inverted else None
-                levels = negative_lut(patched, reference=reference)
+                # Ask again on the film-base-corrected inverted copy (module doc).
+                levels = negative_lut(patched)
                 inverted = cv2.LUT(patched, levels)
                 inverted_out = self._timed_pass(inverted, "inverted", passes)
                 keeps_inverted = luma_correlation(inverted, inverted_out) > -NEGATIVE_CORRELATION
@@ -815,8 +809,7 @@ class Restorer:
                     if clean is not None:                            # its inversion is asked for again
                         rgb, done = clean, None
                         small, patched, holes = self._render_copies(rgb, impulses)
-                    rgb, small, small_out, input_type = self._as_positive(rgb, small, patched, passes, reference,
-                                                                          done)
+                    rgb, small, small_out, input_type = self._as_positive(rgb, small, patched, passes, done)
                     reported = "negative"
                 elif not network_inverted:
                     pass                          # orange, but a positive: the network's first render stands
@@ -866,7 +859,7 @@ class Restorer:
         return small, patched, holes
 
     def _as_positive(self, rgb: np.ndarray, small: np.ndarray, patched: np.ndarray, passes: list[dict[str, Any]],
-                     reference: np.ndarray | None = None, done: tuple[np.ndarray, np.ndarray] | None = None
+                     done: tuple[np.ndarray, np.ndarray] | None = None
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
         """A negative, restored as the positive that film-base removal and inversion make of it.
 
@@ -875,13 +868,12 @@ class Restorer:
         the render-size copy with its holes inpainted (`patched`: a bright hole would take the film-base
         percentile and leave the orange mask in) and apply to the full size as a table. The network then only
         has to repair and, for black-and-white film, colourize: the positive is treated like a print or a
-        colour scan. `reference`: the network's inversion of the scan (render size), whose overall tones help
-        pick the film's latitude (`negative_lut`); None: the mid-grey prior alone. `done`: (levels, network
-        output on the inverted `patched`) when already computed.
+        colour scan. The film's latitude comes from its slope (`negative_lut`'s `film_gamma`). `done`: (levels,
+        network output on the inverted `patched`) when already computed.
         Returns (full-size positive, render-size positive, network output, type for `transfer`).
         """
         if done is None:
-            levels = negative_lut(patched, reference=reference)
+            levels = negative_lut(patched)
             inverted_out = self._timed_pass(cv2.LUT(patched, levels), "render", passes)
         else:
             levels, inverted_out = done
