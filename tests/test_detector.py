@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from degradations.functional import negative as negative_film
 from degradations.pipeline import PipelineConfig
 from restore.arch import DetectorSpec, build_detector, count_parameters
 from restore.config import load_config
@@ -256,3 +257,38 @@ def test_the_enlarged_pass_extends_sure_damage_and_finds_nothing_alone(monkeypat
     monkeypatch.setattr("restore.inference.DETECTOR_UPSCALE", 1)
     alone = restorer.find_damage(cracked) > 0
     assert alone[crack].any() and alone[crack].mean() < 0.5 and not alone[:, 100:].any()   # the sure part only
+
+
+class _FlagsDark(nn.Module):
+    """Stand-in detector: damage wherever the image is dark (below 0.24 of white; it sees -1..1). On a
+    negative that is the scene's highlights (the densest film), a false alarm its positive does not repeat."""
+
+    spec = DetectorSpec()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(x.mean(dim=1, keepdim=True) < -0.52, 10.0, -10.0)
+
+
+class _InvertsOrangeScans(nn.Module):
+    """Stand-in generator that takes an orange image for a colour negative and inverts it, keeps any other."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return -x if float(x[:, 0].mean() - x[:, 2].mean()) > 0.2 else x
+
+
+@pytest.mark.parametrize("input_type", ["auto", "negative"])
+def test_damage_found_on_a_negative_counts_only_where_its_positive_shows_it_too(input_type, monkeypatch):
+    y, x = np.mgrid[0:200, 0:300].astype(np.float32)
+    gray = np.clip(40 + 150 * x / 300 + 15 * np.sin(y / 13.0), 0, 255)
+    scene = np.stack([0.6 * gray, 0.8 * gray, gray], axis=2).astype(np.uint8)     # blue light
+    scene[80:120, 120:180] = 250                       # a white shirt: the darkest part of the negative
+    negative = negative_film(scene, base=(0.86, 0.44, 0.17), gamma=(0.55, 0.6, 0.65), exposure=1.0,
+                             flare=0.01, gain=1.0)
+    restorer = Restorer(model=_InvertsOrangeScans(), detector=_FlagsDark(), device="cpu", input_type=input_type)
+    assert (restorer.find_damage(negative)[80:120, 120:180] > 0).all()       # flagged on the scan
+    restored, info = restorer.restore_array(negative)
+    assert info["input_type"] == "negative"
+    assert restored[85:115, 125:175].min() > 240       # the inversion's own white, not inpainted over
+    monkeypatch.setattr("restore.inference.CONFIRM_NEGATIVE_DAMAGE", False)
+    unconfirmed, _ = restorer.restore_array(negative)
+    assert unconfirmed[85:115, 125:175].mean() < 200   # filled from the darker scene around it
