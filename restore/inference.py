@@ -29,8 +29,9 @@ carried back to the original size:
   training photos made into negatives, fitting the latitude to it with weight 0.5 lost 2.6 dB (colour) and
   0.8 dB (b&w) against the film's slope alone. The damage found on the scan counts only where the positive
   confirms it (`Restorer._positive_copy`). A network that inverts the copy too inverts whatever it is shown
-  (a weak one does that to some dark sepia prints), so the photo is a positive. Positives take one pass (an orange-lit one two); a noisy negative is denoised on the
-  scan (non-local means) and its inversion takes a third.
+  (a weak one does that to some dark sepia prints), so the photo is a positive. Positives take one pass (an
+  orange-lit one two); a noisy negative is denoised on the scan (non-local means) and its inversion takes a
+  third.
 * Isolated impulses (salt-and-pepper) are removed at native resolution with a 3x3 median before anything.
 * Noise and film grain: a photo whose luminance noise is DENOISE_MIN_SIGMA levels or more is denoised
   at its own resolution by the denoiser (`Restorer.denoise`, the shipped models/denoiser.safetensors when
@@ -562,6 +563,15 @@ def transfer(full: np.ndarray, small_in: np.ndarray, small_out: np.ndarray, inpu
     return restored, info
 
 
+def components_touching(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """bool HxW: the 8-connected components of `mask` that contain a pixel of `seeds` (both nonzero = set)."""
+    count, labels = cv2.connectedComponents((mask > 0).astype(np.uint8), connectivity=8)
+    touched = np.zeros(count, bool)
+    touched[np.unique(labels[seeds > 0])] = True
+    touched[0] = False
+    return touched[labels]
+
+
 def edge_lines_cleared(mask: np.ndarray, band: int = EDGE_BAND,
                        coverage: float = EDGE_LINE_COVERAGE) -> np.ndarray:
     """A bool damage mask without the lines it has along the photo's edges.
@@ -736,11 +746,7 @@ class Restorer:
             large = cv2.resize(image, (width * scale, height * scale), interpolation=cv2.INTER_CUBIC)
             pooled = torch.nn.functional.max_pool2d(self._detector_logits(large)[None, None], scale)[0, 0]
             candidate = (pooled > _logit(DETECTOR_EXTEND_THRESHOLD)).cpu().numpy() | sure
-            count, labels = cv2.connectedComponents(candidate.astype(np.uint8), connectivity=8)
-            linked = np.zeros(count, bool)
-            linked[np.unique(labels[sure])] = True
-            linked[0] = False
-            sure = linked[labels]
+            sure = components_touching(candidate, sure)
         return edge_lines_cleared(sure).astype(np.uint8) * 255
 
     def _detector_logits(self, image: np.ndarray) -> torch.Tensor:
@@ -875,22 +881,12 @@ class Restorer:
         """
         inverted = cv2.LUT(small, levels)
         if CONFIRM_NEGATIVE_DAMAGE and holes is not None and holes.any():
-            found = self.find_damage(inverted, extend=False)
-            blobs = [hole_mask(small)]                      # dust on the scan: it clips to black on the positive
-            if _positive_type(inverted) == "color":
-                blobs.append(hole_mask(inverted))
-            for blob in blobs:
-                found = blob if found is None else np.maximum(found, blob)
-            if not found.any():
-                holes = None
-            else:
-                count, labels = cv2.connectedComponents((holes > 0).astype(np.uint8), connectivity=8)
-                kept = np.zeros(count, bool)
-                near = cv2.dilate(found, np.ones((5, 5), np.uint8)) > 0
-                kept[np.unique(labels[near])] = True
-                kept[0] = False
-                holes = kept[labels].astype(np.uint8) * 255
-                holes = holes if holes.any() else None
+            # (hole_mask of the scan is found again here, ~50 ms at 512 px, rather than threaded through)
+            marks = [self.find_damage(inverted, extend=False), hole_mask(small),
+                     hole_mask(inverted) if _positive_type(inverted) == "color" else None]
+            found = np.maximum.reduce([m for m in marks if m is not None])
+            confirmed = components_touching(holes, cv2.dilate(found, np.ones((5, 5), np.uint8)))
+            holes = confirmed.astype(np.uint8) * 255 if confirmed.any() else None
         patched = inpaint_holes(inverted, holes) if holes is not None else inverted
         return patched, holes
 
@@ -905,9 +901,10 @@ class Restorer:
         the render-size copy with its holes inpainted (`patched`: a bright hole would take the film-base
         percentile and leave the orange mask in) and apply to the full size as a table. The network then only
         has to repair and, for black-and-white film, colourize: the positive is treated like a print or a
-        colour scan. The film's latitude comes from its slope (`negative_lut`'s `film_gamma`). `done`: (levels,
-        network output on the inverted `patched`) when already computed.
-        Returns (full-size positive, render-size positive, network output, type for `transfer`).
+        colour scan. The film's latitude comes from its slope (`negative_lut`'s `film_gamma`); `holes`, the damage
+        found on the scan, is kept where the positive confirms it (`_positive_copy`). `done`: (levels, network
+        output on the positive's copy, its damage mask) when already computed.
+        Returns (full-size positive, render-size positive, network output, type for `transfer`, damage mask).
         """
         if done is None:
             levels = negative_lut(patched)
