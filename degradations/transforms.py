@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 from albumentations.core.transforms_interface import ImageOnlyTransform
+from scipy.spatial import Voronoi
 
 from degradations import functional as F
 
@@ -388,6 +389,8 @@ _PALETTES: dict[str, tuple[tuple[int, int, int], ...]] = {
     "scratch": ((242, 240, 232), (220, 216, 205), (36, 34, 32)),
     # cracked emulsion shows the paper base (white to beige) or holds dirt
     "crack": ((242, 240, 232), (232, 222, 200), (250, 248, 242), (214, 202, 178), (226, 214, 186), (40, 36, 32)),
+    # crazing shows the paper base, gone cream with age (the mesh on ../shared/data/old/bop_scratch_d.jpg)
+    "craze": ((236, 224, 190), (226, 210, 170), (244, 236, 214), (218, 200, 158), (232, 220, 198)),
     "dust": ((20, 18, 16), (60, 56, 50), (238, 236, 230)),
 }
 
@@ -395,8 +398,9 @@ _PALETTES: dict[str, tuple[tuple[int, int, int], ...]] = {
 class Holes(Degradation):
     """Physical damage painted over the photo: "stain" (translucent brown patch with a darker rim),
     "blob" (opaque missing patch), "tear" (missing piece from an edge), "scratch" (thin long line), "crack"
-    (a branching network of jagged lines where the emulsion split) and "dust" (specks), in stain-like
-    colours, never only black.
+    (a branching network of jagged lines where the emulsion split), "craze" (a patch of emulsion split into
+    cells, a mesh of thin, often faint, cream lines) and "dust" (specks), in stain-like colours, never only
+    black.
 
     Shapes of ``kinds`` (repeat a kind to make it likelier) are added until the damaged share of the image
     reaches a target drawn from ``area_range``; a shape that would push it above the range is dropped, so
@@ -510,6 +514,8 @@ class Holes(Degradation):
             return [self._tear(h, w, budget)]
         if kind == "crack":
             return self._crack(h, w, budget, scale)
+        if kind == "craze":
+            return self._craze(h, w, budget, scale)
         if kind == "scratch":
             thickness = max(1, round(scale * rng.uniform(0.6, 1.6)))
             length = min(budget / thickness, math.hypot(h, w) * rng.uniform(0.2, 0.9))
@@ -579,6 +585,51 @@ class Holes(Degradation):
                     turn = rng.choice([-1.0, 1.0]) * rng.uniform(0.4, 1.5)
                     branches.append((points[fork], headings[min(fork, n - 1)] + turn,
                                      length * rng.uniform(0.15, 0.6), depth + 1))
+        return shapes
+
+    def _craze(self, h: int, w: int, budget: float, scale: float) -> list[dict[str, Any]]:
+        """Crazed emulsion: a round patch of the print split into cells, as a flexed or dried-out print's
+        gelatin splits, drawn as the cells' walls (a Voronoi diagram of random points), each wall a jagged
+        line pinned at its corners, 1-2 px wide and of its own opacity (many faint: the paper shows through a
+        hairline only in part); a tenth of the walls have not split. Walls are added from the patch's
+        centre outwards until the drawn area reaches `budget` pixels, so a small budget is a small patch."""
+        rng = self.random_generator
+        cell = rng.uniform(8.0, 36.0) * scale                       # mean cell side, px
+        radius = math.hypot(h, w) * rng.uniform(0.15, 0.6)
+        centre = np.array([rng.uniform(0, w), rng.uniform(0, h)])
+        count = int(np.clip(math.pi * radius**2 / cell**2, 8, 400))
+        polar = rng.uniform(0, 2 * math.pi, count)
+        points = centre + (radius * np.sqrt(rng.uniform(0, 1, count)))[:, None] * np.stack(
+            [np.cos(polar), np.sin(polar)], axis=1)
+        diagram = Voronoi(points)
+        walls = [(diagram.vertices[a], diagram.vertices[b]) for a, b in diagram.ridge_vertices if a >= 0 and b >= 0]
+        walls = [(p, q) for p, q in walls if max(np.hypot(*(p - centre)), np.hypot(*(q - centre))) < radius]
+        walls.sort(key=lambda wall: float(np.hypot(*((wall[0] + wall[1]) / 2 - centre))))
+        base = np.array(_PALETTES["craze"][int(rng.integers(len(_PALETTES["craze"])))])
+        shapes: list[dict[str, Any]] = []
+        drawn = 0.0
+        for start, end in walls:
+            if drawn >= budget:
+                break
+            if rng.uniform() < 0.1:
+                continue
+            length = float(np.hypot(*(end - start)))
+            n = max(2, int(length / (1.5 * scale)))
+            t = np.linspace(0.0, 1.0, n + 1)[:, None]
+            # a random walk across the wall, pinned at both corners (a bridge): jagged, and the mesh stays joined
+            walk = np.concatenate([[0.0], np.cumsum(rng.normal(0, 0.4 * scale, n))])
+            offset = (walk - t[:, 0] * walk[-1])[:, None]
+            normal = np.array([-(end - start)[1], (end - start)[0]]) / max(length, 1e-6)
+            line = start + t * (end - start) + offset * normal
+            thickness = max(1, round(scale * rng.uniform(0.6, 2.2)))
+            shapes.append({
+                "type": "polyline",
+                "points": line.round().astype(np.int32),
+                "color": [int(c) for c in np.clip(base + rng.integers(-10, 11) + rng.integers(-4, 5, 3), 0, 255)],
+                "opacity": self._uniform((0.35, 1.0)),
+                "thickness": thickness,
+            })
+            drawn += length * thickness
         return shapes
 
     def _tear(self, h: int, w: int, budget: float) -> dict[str, Any]:

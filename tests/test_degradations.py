@@ -47,6 +47,7 @@ TABLE: list[tuple[str, Callable[[], T.Degradation]]] = [
     ("blur_defocus", lambda: T.Blur(kinds=("defocus",))),
     ("holes", lambda: T.Holes()),
     ("holes_crack", lambda: T.Holes(kinds=("crack",))),
+    ("holes_craze", lambda: T.Holes(kinds=("craze",))),
     ("noise_gaussian", lambda: T.Noise(kinds=("gaussian",))),
     ("noise_grain", lambda: T.Noise(kinds=("grain",))),
     ("fade", lambda: T.Fade()),
@@ -190,6 +191,31 @@ def test_cracks_are_thin_branching_lines_unlike_blobs(seed):
     _, single = run(lambda: T.Holes(area_range=(0.02, 0.5), kinds=("crack",), max_shapes=1), flat, seed)
     count, _ = cv2.connectedComponents((single["alpha"] > 0).astype(np.uint8), connectivity=8)
     assert 1 <= count - 1 <= 2
+
+
+def _enclosed_cells(drawn: np.ndarray, min_pixels: int = 30) -> int:
+    """Regions of at least `min_pixels` that the drawn lines close off from the image's border."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(1 - drawn, connectivity=4)
+    border = set(np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])).tolist())
+    return sum(1 for k in range(1, count) if k not in border and stats[k, cv2.CC_STAT_AREA] >= min_pixels)
+
+
+def test_crazing_is_a_mesh_of_thin_light_lines_enclosing_cells():
+    flat = np.full((160, 160, 3), 70, np.uint8)
+    cells = {"craze": 0, "crack": 0}
+    for seed in range(12):
+        for kind in cells:
+            out, params = run(lambda kind=kind: T.Holes(area_range=(0.04, 0.08), kinds=(kind,), max_shapes=1),
+                              flat, seed)
+            drawn = (params["alpha"] > 0).astype(np.uint8)
+            cells[kind] += _enclosed_cells(drawn)
+            if kind == "craze":
+                assert set(params["shapes"]) == {"craze"}
+                opened = cv2.morphologyEx(drawn, cv2.MORPH_OPEN, np.ones((4, 4), np.uint8))
+                assert opened.sum() < 0.2 * drawn.sum()                    # hairlines, not patches
+                assert (out[drawn > 0].mean(axis=1) > 110).mean() > 0.3   # the paper shows: lighter than the print
+    # the walls meet at the cells' corners, so one patch closes off many cells; one branching crack few
+    assert cells["craze"] >= 3 * max(cells["crack"], 1)
 
 
 def test_negative_darkens_highlights_with_orange_base():
