@@ -116,6 +116,9 @@ def main_command(
                                         "or cuda; as the restore command.")] = "auto",
     workers: Annotated[int, typer.Option("--workers", min=1, help="Threads for degradation, the classical "
                                          "pipeline and metrics (the network runs beside them).")] = 2,
+    detector: Annotated[Path | None, typer.Option(
+        "--detector", help="Damage detector weights, as restore --detector (default: the shipped one): to "
+        "measure a new detector against the report of the shipped one.", show_default=False)] = None,
     no_detector: Annotated[bool, typer.Option(
         "--no-detector", help="Restore without the damage detector, as restore --no-detector (to measure it).")
     ] = False,
@@ -167,14 +170,14 @@ def main_command(
                 result = evaluate_no_reference(data, weight_files, out_dir=out, limit=limit, max_side=max_side,
                                                device=device, render_factor=render_factor, saturation=saturation,
                                                find_damage=not no_detector, denoise=not no_denoiser,
-                                               progress=report)
+                                               progress=report, detector=detector)
             else:
                 result = evaluate(data, weight_files, seed=seed, out_dir=out, limit=limit, categories=names,
                                   max_side=max_side, device=device, render_factor=render_factor,
                                   saturation=saturation, workers=workers, find_damage=not no_detector,
-                                  denoise=not no_denoiser, progress=report)
+                                  denoise=not no_denoiser, progress=report, detector=detector)
     except ValueError as error:  # bad folder, unknown category, unreadable image or weights: one line
-        console.print(f"[red]error:[/] {error}", highlight=False)
+        console.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from None
     if not no_reference:
         _print_summary(console, result)

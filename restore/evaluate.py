@@ -215,13 +215,16 @@ def model_labels(weights: Sequence[str | Path]) -> list[str]:
 
 
 def load_restorers(weights: Sequence[str | Path], device: str = "auto", render_factor: int | None = None,
-                   saturation: float = 1.0, find_damage: bool = True, denoise: bool = True) -> dict:
-    """label -> Restorer for each weights file (the CLI's inference path, with the shipped damage detector
-    unless `find_damage` is False and the shipped denoiser unless `denoise` is False)."""
+                   saturation: float = 1.0, find_damage: bool = True, denoise: bool = True,
+                   detector: str | Path | None = None) -> dict:
+    """label -> Restorer for each weights file (the CLI's inference path, with the damage detector `detector`,
+    by default the shipped one, unless `find_damage` is False, and the shipped denoiser unless `denoise` is
+    False)."""
     from restore.inference import Restorer  # torch and the network stack load only when models are used
 
     kwargs = {"render_factor": render_factor} if render_factor is not None else {}
-    kwargs.update(saturation=saturation, find_damage=find_damage, denoise=denoise)
+    kwargs.update(saturation=saturation, find_damage=find_damage, denoise=denoise,
+                  detector_weights=detector if find_damage else None)
     return {label: Restorer(weights=path, device=device, **kwargs)
             for label, path in zip(model_labels(weights), weights)}
 
@@ -322,12 +325,13 @@ def evaluate(data_dir: str | Path, weights_list: Sequence[str | Path] = (), seed
              categories: Iterable[str] | None = None, max_side: int | None = DEFAULT_MAX_SIDE,
              device: str = "auto", render_factor: int | None = None, saturation: float = 1.0, workers: int = 2,
              sheet_photos: int = SHEET_PHOTOS, restorers: dict | None = None, find_damage: bool = True,
-             denoise: bool = True, progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
+             denoise: bool = True, progress: Callable[[int, int, str], None] | None = None,
+             detector: str | Path | None = None) -> dict[str, Any]:
     """Degrade, restore and score every photo of `data_dir` in every category; write the report.
 
     Writes `out_dir`/report.md, metrics.json and sheets/<category>.jpg. `restorers` (label -> object with
     `restore_array`) replaces loading `weights_list`; `find_damage` / `denoise` False load them without the damage
-    detector / the denoiser.
+    detector / the denoiser; `detector` names damage detector weights other than the shipped ones.
     `progress(done, total, what)` is called as work finishes.
     Returns the metrics dictionary written to metrics.json.
     """
@@ -336,8 +340,8 @@ def evaluate(data_dir: str | Path, weights_list: Sequence[str | Path] = (), seed
     names = resolve_categories(categories)
     photos = find_photos(root, limit)
     if restorers is None:
-        restorers = (load_restorers(list(weights_list), device, render_factor, saturation, find_damage, denoise)
-                     if weights_list else {})
+        restorers = (load_restorers(list(weights_list), device, render_factor, saturation, find_damage, denoise,
+                                    detector) if weights_list else {})
     models = list(restorers)
     out = Path(out_dir)
     (out / "sheets").mkdir(parents=True, exist_ok=True)
@@ -638,7 +642,8 @@ def evaluate_no_reference(data_dir: str | Path, weights_list: Sequence[str | Pat
                           max_side: int | None = DEFAULT_MAX_SIDE, device: str = "auto",
                           render_factor: int | None = None, saturation: float = 1.0, restorers: dict | None = None,
                           rows_per_sheet: int = NO_REFERENCE_SHEET_ROWS, find_damage: bool = True,
-                          denoise: bool = True, progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
+                          denoise: bool = True, progress: Callable[[int, int, str], None] | None = None,
+                          detector: str | Path | None = None) -> dict[str, Any]:
     """Photos without ground truth (real old photos): contact sheets input | each model, no metrics.
 
     Writes `out_dir`/sheets/no_reference_NN.jpg, report.md and metrics.json (the detected input type and time
@@ -648,8 +653,8 @@ def evaluate_no_reference(data_dir: str | Path, weights_list: Sequence[str | Pat
     root = Path(data_dir)
     photos = find_photos(root, limit)
     if restorers is None:
-        restorers = (load_restorers(list(weights_list), device, render_factor, saturation, find_damage, denoise)
-                     if weights_list else {})
+        restorers = (load_restorers(list(weights_list), device, render_factor, saturation, find_damage, denoise,
+                                    detector) if weights_list else {})
     if not restorers:
         raise ValueError("no-reference mode needs at least one model (--weights FILE, or a shipped model)")
     models = list(restorers)

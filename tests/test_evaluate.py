@@ -393,6 +393,27 @@ def test_update_card_records_the_evaluation_in_the_model_card(photo_dir, tiny_we
         assert card["generator_spec"]["encoder"] == "resnet18"  # the rest of the card is kept
 
 
+def test_cli_evaluates_with_the_detector_it_is_given(photo_dir, tiny_weights, tmp_path):
+    import torch
+
+    from restore.arch import DetectorSpec, build_detector
+    from restore.weights import save_detector
+
+    torch.manual_seed(0)
+    spec = DetectorSpec(channels=(4, 8))
+    detector = tmp_path / "candidate_detector.safetensors"
+    card = save_detector(build_detector(spec), detector, spec, {"name": "candidate", "version": "9"})
+    out = tmp_path / "report"
+    args = ["--data", str(photo_dir), "--weights", str(tiny_weights), "--out", str(out), "--limit", "1",
+            "--categories", "bw_holes", "--max-side", "48"]
+    result = CliRunner().invoke(app, args + ["--detector", str(detector)])
+    assert result.exit_code == 0, result.output
+    ran = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["meta"]["detectors"]["tiny"]
+    assert (ran["name"], ran["version"], ran["sha256"]) == ("candidate", "9", card["sha256"])
+    missing = CliRunner().invoke(app, args + ["--detector", str(tmp_path / "no_detector.safetensors")])
+    assert missing.exit_code == 2 and "no_detector.safetensors" in missing.output
+
+
 def test_cli_errors_are_one_line(photo_dir, tmp_path):
     result = CliRunner().invoke(app, ["--data", str(photo_dir), "--out", str(tmp_path), "--categories", "nope"])
     assert result.exit_code == 2
