@@ -97,6 +97,10 @@ class PipelineConfig:
     # --- resolution of the original or the scan
     lowres_probability: float = 0.2  # small prints scanned big
     lowres_scale_range: tuple = (0.3, 0.7)  # down-sampling factor before scaling back up
+    # --- the scanner's own softness: a print scanned on a flatbed is a little blurred everywhere, hairline
+    # cracks included (0 leaves it out, and the default recipe's bytes as they were)
+    scan_blur_probability: float = 0.0
+    scan_blur_sigma_range: tuple = (0.4, 1.0)  # gaussian sigma, px
     # --- light degradations (the design's 65%: JPEG, noise, salt-and-pepper, blur)
     light_probability: float = 0.65  # chance of at least one light degradation
     light_extra_probability: float = 0.35  # given one, chance of a second (possibly the same kind again)
@@ -211,6 +215,9 @@ def _stages(config: PipelineConfig) -> tuple[list[A.BasicTransform], Holes, list
     ]
     damage = Holes(area_range=config.holes_area_range, kinds=config.holes_kinds, p=config.holes_probability)
     scanned = [LowRes(scale_range=config.lowres_scale_range, p=config.lowres_probability), light]
+    if config.scan_blur_probability > 0:
+        soft = Blur(kinds=("gaussian",), sigma_range=config.scan_blur_sigma_range, p=config.scan_blur_probability)
+        scanned.insert(1, soft)
     return aged, damage, scanned
 
 

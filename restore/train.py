@@ -181,6 +181,9 @@ class DetectorConfig(DataOptions):
                                          # prints, where the damage must be found (with the default recipe's
                                          # 42.5% negatives the detector missed most cracks on real sepia prints)
     tone_probability: float = 0.5        # share of the prints that are sepia-toned, as many real old ones are
+    scan_blur_probability: float = 0.0   # share of crops blurred a little after the damage, as a flatbed scan is
+    scan_blur_sigma_range: tuple = (0.4, 1.0)  # (a sigma of 0.8 px and JPEG took the recall of 0.1 on crazed
+                                         # prints from 0.79 to 0.17: real cracks on scans are soft)
     pos_weight: float = 3.0              # BCE weight of damage pixels (damage is ~2% of the pixels)
     dice_weight: float = 1.0             # soft-Dice term: the mask's overlap, whatever share of the crop it is
     init_weights: str = ""               # start from these weights (a .pth checkpoint of this stage or
@@ -198,7 +201,9 @@ class DetectorConfig(DataOptions):
         return PipelineConfig(holes_probability=self.holes_probability, holes_area_range=self.holes_area_range,
                               holes_kinds=self.holes_kinds, negative_color_weight=negative_color,
                               negative_bw_weight=negative_bw, bw_weight=bw, color_weight=color,
-                              tone_probability=self.tone_probability)
+                              tone_probability=self.tone_probability,
+                              scan_blur_probability=self.scan_blur_probability,
+                              scan_blur_sigma_range=self.scan_blur_sigma_range)
 
 
 @dataclass(frozen=True)
