@@ -398,16 +398,17 @@ def test_config_weights_are_obeyed():
 
 
 def test_scan_blur_softens_the_damage_it_follows_and_keeps_its_label():
-    quiet = dict(negative_color_weight=0, negative_bw_weight=0, bw_weight=1, color_weight=0, tone_probability=0,
-                 fade_probability=0, lowres_probability=0, light_probability=0, holes_probability=1,
-                 holes_kinds=("crack",))
+    quiet = PipelineConfig(negative_color_weight=0, negative_bw_weight=0, bw_weight=1, color_weight=0,
+                           tone_probability=0, fade_probability=0, lowres_probability=0, light_probability=0,
+                           holes_probability=1, holes_kinds=("crack",))
+    scanned = dataclasses.replace(quiet, scan_blur_probability=1.0)
     image = np.full((64, 64, 3), 80, np.uint8)
     for seed in range(4):
-        sharp, sharp_mask = degrade_with_damage(image, seed, PipelineConfig(**quiet))
-        soft, soft_mask = degrade_with_damage(image, seed, PipelineConfig(**quiet, scan_blur_probability=1.0))
+        sharp, sharp_mask = degrade_with_damage(image, seed, quiet)
+        soft, soft_mask = degrade_with_damage(image, seed, scanned)
         assert np.array_equal(sharp_mask, soft_mask) and sharp_mask.any()     # the same crack, labelled alike
         assert high_frequency(soft) < 0.6 * high_frequency(sharp)
-        _, record = degrade(image, seed, PipelineConfig(**quiet, scan_blur_probability=1.0))
+        _, record = degrade(image, seed, scanned)
         assert [op["name"] for op in record["ops"]] == ["Grayscale", "Holes", "Blur"]
 
 
