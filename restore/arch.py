@@ -57,14 +57,14 @@ class GeneratorSpec:
             raise ValueError(f"unknown output_space {self.output_space!r}; choose rgb or lab")
 
     def unet_kwargs(self) -> dict:
-        return dict(
-            blur=self.blur,
-            self_attention=self.self_attention,
-            norm_type=_NORMS[self.norm_type],
-            y_range=tuple(self.y_range),
-            last_cross=self.last_cross,
-            bottle=self.bottle,
-        )
+        return {
+            "blur": self.blur,
+            "self_attention": self.self_attention,
+            "norm_type": _NORMS[self.norm_type],
+            "y_range": tuple(self.y_range),
+            "last_cross": self.last_cross,
+            "bottle": self.bottle,
+        }
 
 
 def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
@@ -76,7 +76,7 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
     path = Path(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for bad files; all mean "not usable weights"
+    except Exception as error:  # noqa: BLE001  torch raises several types for bad files: all mean unusable
         raise ValueError(f"{path}: not a loadable weights file ({type(error).__name__}: {error})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]

@@ -223,7 +223,7 @@ def _baked_generator(spec: GeneratorSpec, state: dict[str, torch.Tensor], path: 
         model = build_generator(spec).eval()
     # A training checkpoint still has spectral-norm tensors (weight_orig/weight_u/weight_v): load them into the
     # un-baked network, then bake. Exported weights are already baked.
-    if not any(k.endswith("weight_orig") or k.endswith("weight_g") for k in state):
+    if not any(k.endswith(("weight_orig", "weight_g")) for k in state):
         bake_weight_norms(model)
     reference = model.state_dict()
     missing = sorted(set(reference) - set(state))

@@ -16,7 +16,7 @@ from torch import nn
 
 from degradations.functional import negative as film_negative
 from restore.baselines import hole_mask, inpaint_holes, negative_lut
-from restore.imaging import to_tensor, to_uint8
+from restore.imaging import to_tensor
 from restore.inference import (
     NEGATIVE_COARSE_CORRELATION,
     NEGATIVE_CORRELATION,

@@ -13,7 +13,13 @@ from typer.testing import CliRunner
 from restore import cli
 from restore.config import load_config
 from restore.train import DenoiserConfig
-from restore.weights import card_path, default_denoiser_path, default_detector_path, default_weights_path, sha256_of
+from restore.weights import (
+    card_path,
+    default_denoiser_path,
+    default_detector_path,
+    default_weights_path,
+    sha256_of,
+)
 
 pytestmark = pytest.mark.skipif(not default_weights_path().is_file(), reason="no model shipped in models/")
 
