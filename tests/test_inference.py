@@ -456,6 +456,39 @@ def _with_dust(image: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
     return damaged
 
 
+class _RecoloursBox(nn.Module):
+    """Keeps what it is shown except a box in the middle, whose red and blue it swaps (a hue change)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        out = x.clone()
+        box = (slice(None), slice(None), slice(height // 3, 2 * height // 3), slice(width // 3, 2 * width // 3))
+        out[box] = x[box][:, [2, 1, 0]]
+        return out
+
+
+@pytest.mark.parametrize("input_type", ["color", "negative"])
+def test_a_colour_change_is_taken_as_a_repair_on_a_positive_but_not_on_a_negatives_inversion(input_type):
+    # On a negative the network's colours are its reading of an inversion, not a repair: where it changes a
+    # hue, the inversion's own colours stay (restore-eval: a yellow dress recoloured on a clean negative).
+    photo = _colourful()
+    scan = photo if input_type == "color" else _colour_film(photo)
+    restorer = Restorer(model=_RecoloursBox(), device="cpu", render_factor=8, input_type=input_type)
+    restored, info = restorer.restore_array(scan)
+    assert info["input_type"] == input_type
+    own = photo if input_type == "color" else cv2.LUT(scan, negative_lut(_small(scan)))
+    swapped = own[..., [2, 1, 0]]
+    centre = (slice(170, 230), slice(250, 350))
+    changed = np.abs(_ycc(own)[centre][..., 1:] - _ycc(swapped)[centre][..., 1:]).mean(axis=2) > 40
+    assert changed.sum() > 500                                      # the box's hues do change by much
+    kept = np.abs(_ycc(restored)[centre][..., 1:] - _ycc(own)[centre][..., 1:]).mean(axis=2)[changed].mean()
+    taken = np.abs(_ycc(restored)[centre][..., 1:] - _ycc(swapped)[centre][..., 1:]).mean(axis=2)[changed].mean()
+    if input_type == "color":
+        assert taken < kept
+    else:
+        assert kept < 8 < taken
+
+
 def test_dust_on_a_colour_negative_neither_tints_it_nor_stays():
     negative = _colour_film(np.ascontiguousarray(_colourful()[:217, :333]))
     damaged = _with_dust(negative, (235, 235, 235))
