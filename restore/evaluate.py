@@ -530,6 +530,16 @@ def summary_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _relative_to_cwd(path: str | None) -> str | None:
+    """`path` relative to the working directory when it lies under it, else as given."""
+    if path is None:
+        return None
+    try:
+        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def record_in_card(result: dict[str, Any], weights_path: str | Path, label: str | None = None) -> dict[str, Any]:
     """Write this evaluation into the JSON card beside `weights_path` (numbers come from here, never by hand).
 
@@ -541,8 +551,11 @@ def record_in_card(result: dict[str, Any], weights_path: str | Path, label: str 
     card = read_card(weights_path)
     label = label or model_labels([weights_path])[0]
     keep = ["input", "classical", label]
+    meta = {k: v for k, v in result["meta"].items() if k != "methods"}
+    # a card travels with the project: a model path under the working directory is kept relative to it
+    meta["models"] = {name: _relative_to_cwd(path) for name, path in (meta.get("models") or {}).items()}
     card["evaluation"] = {
-        "meta": {k: v for k, v in result["meta"].items() if k != "methods"},
+        "meta": meta,
         "model_label": label,
         "summary": {name: {m: by_method[m] for m in keep if m in by_method}
                     for name, by_method in result["summary"].items()},

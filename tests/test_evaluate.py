@@ -368,8 +368,10 @@ def test_cli_runs_an_evaluation(photo_dir, tiny_weights, tmp_path):
     assert "negative_color" in result.output
 
 
-def test_update_card_records_the_evaluation_in_the_model_card(photo_dir, tiny_weights, tmp_path):
+def test_update_card_records_the_evaluation_in_the_model_card(photo_dir, tiny_weights, tmp_path, monkeypatch):
     import shutil
+
+    monkeypatch.chdir(tmp_path)
 
     # two models (shipped, candidate) in one run: each card gets its own row
     paths = [tmp_path / "shipped" / "model.safetensors", tmp_path / "candidate.safetensors"]
@@ -391,6 +393,8 @@ def test_update_card_records_the_evaluation_in_the_model_card(photo_dir, tiny_we
         assert set(card["evaluation"]["summary"]["bw"]) == {"input", "classical", label}
         assert "| bw |" in card["evaluation"]["table"]
         assert card["generator_spec"]["encoder"] == "resnet18"  # the rest of the card is kept
+        # the path is recorded relative to the working directory, so the card does not name this machine
+        assert card["evaluation"]["meta"]["models"][label] == weights.relative_to(tmp_path).as_posix()
 
 
 def test_cli_evaluates_with_the_detector_it_is_given(photo_dir, tiny_weights, tmp_path):
