@@ -88,7 +88,7 @@ DEFAULT_RENDER_FACTOR = 32       # 32 * 16 = 512 px long side: one ~0.2-0.26 MP 
 NETWORK_MULTIPLE = 32            # the U-Net downsamples 5 times
 NEGATIVE_CORRELATION = -0.2      # tone-curve correlation below this: the network inverted it, a negative
 COARSE_SIDE = 32                 # px: long side of the copies whose tones `coarse_correlation` compares
-NEGATIVE_COARSE_CORRELATION = 0.25  # network output vs input at COARSE_SIDE below this: it inverted the tones
+NEGATIVE_COARSE_CORRELATION = 0.45  # network output vs input at COARSE_SIDE below this: it inverted the tones
 FILM_BASE_PERCENTILE = 98.0      # the brightest 2% of a scan: on a colour negative, its clearest film (the base)
 ORANGE_BASE_RATIOS = (0.8, 0.35)  # G/R and B/R of that light below both: an orange mask, as on a colour negative
 ORANGE_CHANGE_RATIO = 1.3        # with an orange mask: the network changes the scan this many times more than
@@ -232,7 +232,12 @@ def coarse_correlation(small_in: np.ndarray, small_out: np.ndarray, side: int = 
     (-0.04 to 0.64 on three of 16 black-and-white eval negatives with the 0.3-early model). At 32 px the tones
     decide: the eval negatives measured -0.93 to -0.14 (one, at 0.64, the network does not invert at all),
     the positives of every eval category and the 25 real old photos 0.59 to 1.0 (the lowest: heavily
-    scratched prints the network repairs).
+    scratched prints the network repairs). With the shipped 0.4-early model (0.45 is the threshold, midway):
+    black-and-white negatives of 95 training photos -0.99 to +0.52 (two above 0.25, at 0.34 and 0.52) and one eval
+    negative at +0.33, which the network then leaves a negative; their positives +0.67 to 1.0 (one, a glass
+    beaker on grey, at -0.69: taken for a negative at any threshold), the 25 real old photos +0.87 to 1.0, the
+    eval positives +0.94 to 1.0. A positive taken for one costs a second pass, and its inverted copy the
+    network inverts back (or, as the beaker's, keeps).
     """
     height, width = small_in.shape[:2]
     scale = side / max(height, width)
