@@ -234,7 +234,7 @@ def coarse_correlation(small_in: np.ndarray, small_out: np.ndarray, side: int = 
     the positives of every eval category and the 25 real old photos 0.59 to 1.0 (the lowest: heavily
     scratched prints the network repairs). With the shipped 0.4-early model (0.45 is the threshold, midway):
     black-and-white negatives of 95 training photos -0.99 to +0.52 (two above 0.25, at 0.34 and 0.52) and one eval
-    negative at +0.33, which the network then leaves a negative; their positives +0.67 to 1.0 (one, a glass
+    negative at +0.33, which 0.25 left a negative; their positives +0.67 to 1.0 (one, a glass
     beaker on grey, at -0.69: taken for a negative at any threshold), the 25 real old photos +0.87 to 1.0, the
     eval positives +0.94 to 1.0. A positive taken for one costs a second pass, and its inverted copy the
     network inverts back (or, as the beaker's, keeps).
