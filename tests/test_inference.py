@@ -586,14 +586,33 @@ def test_a_noisy_negative_is_denoised_before_it_is_inverted():
     noisy = np.clip(negative + noise, 0, 255).astype(np.uint8)
     restorer = Restorer(model=_InvertsOrange(), device="cpu", render_factor=32)
     restored, info = restorer.restore_array(noisy)
-    assert info["input_type"] == "negative" and info["denoised_sigma"] > 6
+    assert info["input_type"] == "negative" and info["denoised_sigma"] > 6 and info["scan_denoised"]
     # the inversion of the denoised scan is asked for again
     assert [p["name"] for p in info["passes"]] == ["render", "inverted", "render"]
     clean = cv2.LUT(negative, negative_lut(negative)).astype(int)
     plain = cv2.LUT(noisy, negative_lut(noisy))
     assert np.abs(restored - clean).mean() < 0.6 * np.abs(plain - clean).mean()
     # a clean negative is not touched by the denoiser
-    assert restorer.restore_array(negative)[1]["denoised_sigma"] <= 6
+    info = restorer.restore_array(negative)[1]
+    assert info["denoised_sigma"] <= 6 and not info["scan_denoised"]
+
+
+def test_a_clean_negative_of_fine_texture_is_not_denoised():
+    # fur-like texture over most of the photo, smooth colour on the left: the wavelet estimate reads the
+    # texture as heavy noise, the flattest blocks show none
+    photo = _colourful()[:217, :333].astype(np.float32)
+    fur = cv2.GaussianBlur(np.random.default_rng(0).normal(0, 1, photo.shape[:2]).astype(np.float32), (0, 0), 0.5)
+    photo[:, 60:] += (fur / fur.std() * 70)[:, 60:, None]
+    negative = _colour_film(np.clip(photo, 0, 255).astype(np.uint8))
+    restorer = Restorer(model=_InvertsOrange(), device="cpu", render_factor=32)
+    restored, info = restorer.restore_array(negative)
+    assert info["input_type"] == "negative" and info["denoised_sigma"] > 6 and not info["scan_denoised"]
+    # the fur is inverted as it is, not smoothed away
+    plain = cv2.LUT(negative, negative_lut(negative)).astype(np.float32)
+    def texture(image: np.ndarray) -> float:
+        grey = cv2.cvtColor(image.astype(np.uint8), cv2.COLOR_RGB2GRAY).astype(np.float32)
+        return float(np.abs(grey - cv2.blur(grey, (3, 3)))[:, 60:].mean())
+    assert texture(restored) > 0.8 * texture(plain)
 
 
 def test_transfer_refuses_a_holes_mask_of_another_size():
