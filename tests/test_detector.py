@@ -18,7 +18,7 @@ from degradations.pipeline import PipelineConfig
 from restore.arch import DetectorSpec, build_detector, count_parameters
 from restore.config import load_config
 from restore.data import DataOptions, make_damage_datasets
-from restore.inference import Restorer, edge_lines_cleared
+from restore.inference import Restorer, components_touching, edge_lines_cleared
 from restore.train import DamageLoss, DetectorConfig, damage_f1, export_detector, train_detector
 from restore.weights import WeightsError, load_detector, save_detector
 
@@ -292,3 +292,30 @@ def test_damage_found_on_a_negative_counts_only_where_its_positive_shows_it_too(
     monkeypatch.setattr("restore.inference.CONFIRM_NEGATIVE_DAMAGE", False)
     unconfirmed, _ = restorer.restore_array(negative)
     assert unconfirmed[85:115, 125:175].mean() < 200   # filled from the darker scene around it
+
+
+def test_a_dark_detail_on_a_negative_s_highlight_does_not_confirm_all_of_it():
+    # a white shirt with a black button: on the scan the shirt is dark (flagged), the button clear film (not);
+    # on the positive the button is dark (flagged) and sits inside the shirt, a sliver of what the scan flagged
+    y, x = np.mgrid[0:200, 0:300].astype(np.float32)
+    gray = np.clip(40 + 150 * x / 300 + 15 * np.sin(y / 13.0), 0, 255)
+    scene = np.stack([0.6 * gray, 0.8 * gray, gray], axis=2).astype(np.uint8)
+    scene[80:120, 120:180] = 250
+    scene[97:103, 147:153] = 10
+    negative = negative_film(scene, base=(0.86, 0.44, 0.17), gamma=(0.55, 0.6, 0.65), exposure=1.0,
+                             flare=0.01, gain=1.0)
+    restorer = Restorer(model=_InvertsOrangeScans(), detector=_FlagsDark(), device="cpu")
+    restored, info = restorer.restore_array(negative)
+    assert info["input_type"] == "negative"
+    shirt = np.zeros(scene.shape[:2], bool)
+    shirt[85:115, 125:175] = True
+    shirt[92:108, 142:158] = False                     # the button and what inpainting round it may touch
+    assert restored[shirt].min() > 240
+    # an area the positive marks for the most part is still damage
+    components = np.zeros((20, 40), np.uint8)
+    components[5:15, 2:12] = components[5:15, 20:30] = 1
+    seeds = np.zeros_like(components)
+    seeds[5:15, 2:5] = seeds[5:7, 20:30] = 1           # 30% and 20% of them
+    assert np.array_equal(components_touching(components, seeds, 0.25), (components > 0) & (np.arange(40) < 15))
+    assert np.array_equal(components_touching(components, seeds, 0.2), components > 0)
+    assert not components_touching(components, np.zeros_like(seeds), 0.2).any()
