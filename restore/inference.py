@@ -337,6 +337,11 @@ def _noise_sigma(plane: np.ndarray, crop: int = 1024, block: int = 8) -> float:
     return float(np.percentile(deviations, 2) / np.sqrt(8.0 / 9.0) / 0.84)
 
 
+def _luma_noise_sigma(rgb: np.ndarray) -> float:
+    """`_noise_sigma` of a uint8 RGB photo's luminance (Y of YCrCb)."""
+    return _noise_sigma(cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)[..., 0].astype(np.float32))
+
+
 def _linear_departure(source: np.ndarray, target: np.ndarray, max_samples: int = 65536) -> np.ndarray:
     """Per pixel |target - (k * source + b)| of two planes, k and b fitted globally (least squares)."""
     source = source.astype(np.float32)
@@ -635,10 +640,7 @@ def _denoised_if_noisy(rgb: np.ndarray, crop: int = 1024) -> tuple[float, np.nda
     top, left = max(0, (height - crop) // 2), max(0, (width - crop) // 2)
     centre = np.ascontiguousarray(rgb[top: top + crop, left: left + crop])
     sigma = estimate_noise_sigma(centre)
-    if sigma <= NOISY_NEGATIVE_SIGMA:
-        return round(sigma, 2), None
-    luma = cv2.cvtColor(centre, cv2.COLOR_RGB2YCrCb)[..., 0].astype(np.float32)
-    if _noise_sigma(luma) < NOISY_NEGATIVE_FLAT_SIGMA:
+    if sigma <= NOISY_NEGATIVE_SIGMA or _luma_noise_sigma(centre) < NOISY_NEGATIVE_FLAT_SIGMA:
         return round(sigma, 2), None
     return round(sigma, 2), denoise_gaussian(rgb, sigma)
 
@@ -721,8 +723,7 @@ class Restorer:
         then dropped, so big scans fit in memory without seams, and each tile's result is the mean over its
         flipped copies (`flip_ensemble`, DENOISE_FLIPS). A black-and-white photo stays grey.
         """
-        luma = cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)[..., 0].astype(np.float32)
-        sigma = round(_noise_sigma(luma), 2)
+        sigma = round(_luma_noise_sigma(rgb), 2)
         if self.denoiser is None or sigma < DENOISE_MIN_SIGMA:
             return sigma, rgb
         height, width = rgb.shape[:2]
