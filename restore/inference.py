@@ -40,9 +40,10 @@ carried back to the original size:
   is only cored in the full-resolution detail (below).
 * Damage the damage detector finds on any photo (cracks, scratches, dust, holes: `Restorer.find_damage`, the
   shipped models/detector.safetensors) and, on a colour photo or colour negative, blobs of one near-neutral
-  colour (missing emulsion, dust, opaque scratches; `restore.baselines.hole_mask`) are inpainted classically
-  on the render-size copy before the network sees it, and the repair there is the mean of the network's and
-  that fill (either alone errs more: a from-scratch network fills large holes poorly).
+  colour (missing emulsion, dust, opaque scratches; `restore.baselines.hole_mask`), lines of lettering
+  excepted (`text_cleared`), are inpainted classically on the render-size copy before the network sees it,
+  and the repair there is the mean of the network's and that fill (either alone errs more: a from-scratch
+  network fills large holes poorly).
 * Colour: chroma (YCrCb Cr/Cb) from the render-size output, upsampled bilinearly and combined with the
   full-resolution luminance. This is DeOldify's trick and it works because vision resolves colour far more
   coarsely than brightness (the reason JPEG subsamples chroma), so low-resolution colour looks sharp on
@@ -119,6 +120,11 @@ DETECTOR_UPSCALE = 2             # ... extended along what it finds on the copy 
 DETECTOR_EXTEND_THRESHOLD = 0.27  # ... from this probability there (`Restorer.find_damage`: fine cracks)
 EDGE_BAND = 6                    # px of a render copy's side where damage along the edge is its border ...
 EDGE_LINE_COVERAGE = 0.25        # ... when it runs along this share of the side and does not go further in
+TEXT_HEIGHTS = (6, 48)           # px at render size: the letter heights of a line of text in a damage mask ...
+TEXT_MIN_LETTERS = 3             # ... which has at least this many side by side (`text_cleared`) ...
+TEXT_GAP = 0.75                  # ... at most this many letter heights apart ...
+TEXT_MAX_FILL = 0.75             # ... each filling at most this share of its box (strokes, not a solid blob) ...
+TEXT_MIN_COVER = 0.15            # ... the line's pieces together at least this share of its box
 DENOISE_MIN_SIGMA = 5.0          # levels of luminance noise (flattest blocks) from which the denoiser runs
 DENOISE_TILE = 768               # px: the denoiser runs on tiles this big (bounded memory on big scans) ...
 DENOISE_MARGIN = 32              # ... each seen with this much of its neighbours around it (no seams)
@@ -608,6 +614,82 @@ def edge_lines_cleared(mask: np.ndarray, band: int = EDGE_BAND,
     return mask
 
 
+def text_cleared(mask: np.ndarray, heights: tuple[int, int] = TEXT_HEIGHTS,
+                 min_letters: int = TEXT_MIN_LETTERS) -> np.ndarray:
+    """A bool damage mask without the lines of lettering in it (a caption, a sign, a book cover's title).
+
+    Letters are what the damage detector and the blob search look for (thin strokes, flat near-neutral shapes
+    that contrast with their surroundings), and they find them one at a time, often in pieces, so a title was
+    inpainted with its background. A line of text is a row of pieces side by side. From each letter-sized
+    component (height within `heights` px, at most three times as wide as tall, filling at most
+    TEXT_MAX_FILL of its box, clear of the photo's edges) a line runs left and right through the components
+    of its row (half of each within the letter's height, a quarter of it to spare above and below) while the
+    gap to the next is at most TEXT_GAP letter heights. The line is text if it holds `min_letters` letters at
+    least half as tall as the one it started from, is at least three times as long as it is tall, and its
+    pieces cover TEXT_MIN_COVER of its box; a line next to a line of text (in the same row, just above or
+    below it, and of a like height) is text too however few of its letters were found. Those components are
+    dropped. Damage does not line up like that: a scratch is one long component or pieces too flat to be
+    letters, dust and cracks are scattered in two dimensions, round specks fill their boxes, and a hole cut
+    by the photo's edge touches it. On the 46 eval photos (the damage categories, clean colour and
+    black-and-white negatives, black-and-white prints) this dropped 5,297 marked pixels, 28 of them damage;
+    on a book cover's white title it is 1,151 of the 2,987 a clean colour negative had marked.
+    """
+    mask = mask > 0
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    left, top, width, height, area = (stats[1:, i].astype(np.int64) for i in range(5))
+    right, bottom = left + width, top + height
+    inside = (left > 0) & (top > 0) & (right < mask.shape[1]) & (bottom < mask.shape[0])
+    letter = ((height >= heights[0]) & (height <= heights[1]) & (width <= 3 * height) & inside
+              & (area <= TEXT_MAX_FILL * width * height))
+    if letter.sum() < min_letters:
+        return mask
+    lines = []                                               # [members, left, right, top, bottom, height, text]
+    for seed in np.flatnonzero(letter):
+        line_height = height[seed]
+        spare, reach = line_height // 4, TEXT_GAP * line_height
+        overlap = np.minimum(bottom, bottom[seed] + spare) - np.maximum(top, top[seed] - spare)
+        band = np.flatnonzero((2 * overlap >= height) & (2 * height <= 3 * line_height) & inside)
+        band = band[np.argsort(left[band])]
+        start, end = left[seed], right[seed]
+        members = [seed]
+        for i in band[left[band] >= left[seed]]:              # rightwards, in order of their left edges
+            if left[i] - end > reach:
+                break
+            if i != seed:
+                members.append(i)
+                end = max(end, right[i])
+        for i in band[np.argsort(-right[band])]:              # leftwards, in order of their right edges
+            if right[i] > start or i in members:
+                continue
+            if start - right[i] > reach:
+                break
+            members.append(i)
+            start = min(start, left[i])
+        members = np.array(members)
+        letters = members[letter[members] & (height[members] * 2 >= line_height)]
+        line_top, line_bottom = top[members].min(), bottom[members].max()
+        text = bool(letters.size >= min_letters and end - start >= 3 * line_height
+                    and area[members].sum() >= TEXT_MIN_COVER * (end - start) * (line_bottom - line_top))
+        lines.append([members, start, end, line_top, line_bottom, line_height, text])
+    # A paragraph: a line next to a line of text (above, below, or on in the same row), of a like height, is text
+    # too, however few of its letters were found.
+    found = True
+    while found:
+        found = False
+        for line in (line for line in lines if not line[6]):
+            for other in (other for other in lines if other[6]):
+                if (max(line[1], other[1]) - min(line[2], other[2]) <= TEXT_GAP * other[5]
+                        and max(line[3], other[3]) - min(line[4], other[4]) <= other[5] // 2
+                        and other[5] <= 2 * line[5] <= 4 * other[5]):
+                    line[6] = found = True
+                    break
+    drop = np.zeros(count, bool)
+    for line in lines:
+        if line[6]:
+            drop[line[0] + 1] = True
+    return mask & ~drop[labels]
+
+
 def flip_ensemble(net: nn.Module, tensor: torch.Tensor, flips: tuple = DENOISE_FLIPS) -> torch.Tensor:
     """The mean of `net` over flipped copies of a 1xCxHxW tensor, each flipped back (one batched pass).
 
@@ -891,6 +973,8 @@ class Restorer:
         if impulses <= IMPULSE_FRACTION_NO_HOLES * height * width and colour:
             found = hole_mask(small)
             holes = found if holes is None else np.maximum(holes, found)
+        if holes is not None:              # a caption or title is the photo's own, not damage
+            holes = text_cleared(holes).astype(np.uint8) * 255
         patched = inpaint_holes(small, holes) if holes is not None and holes.any() else small
         return small, patched, holes
 

@@ -18,7 +18,7 @@ from degradations.pipeline import PipelineConfig
 from restore.arch import DetectorSpec, build_detector, count_parameters
 from restore.config import load_config
 from restore.data import DataOptions, make_damage_datasets
-from restore.inference import Restorer, components_touching, edge_lines_cleared
+from restore.inference import Restorer, components_touching, edge_lines_cleared, text_cleared
 from restore.train import DamageLoss, DetectorConfig, damage_f1, export_detector, train_detector
 from restore.weights import WeightsError, load_detector, save_detector
 
@@ -319,3 +319,43 @@ def test_a_dark_detail_on_a_negative_s_highlight_does_not_confirm_all_of_it():
     assert np.array_equal(components_touching(components, seeds, 0.25), (components > 0) & (np.arange(40) < 15))
     assert np.array_equal(components_touching(components, seeds, 0.2), components > 0)
     assert not components_touching(components, np.zeros_like(seeds), 0.2).any()
+
+
+def _caption(image: np.ndarray, text: str, origin: tuple[int, int], scale: float, value) -> None:
+    cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, value, 2, cv2.LINE_AA)
+
+
+def test_a_line_of_lettering_is_not_damage_but_scratches_dust_and_cracks_are():
+    mask = np.zeros((300, 400), np.uint8)
+    _caption(mask, "Summer 1921", (20, 60), 1.0, 255)                  # letters 16-22 px tall
+    _caption(mask, "Rue de Paris", (200, 280), 0.6, 255)               # a smaller line, elsewhere
+    text = mask > 0
+    damage = np.zeros_like(mask)
+    cv2.line(damage, (30, 120), (380, 170), 255, 2)                    # a long scratch ...
+    for x in range(40, 360, 40):                                       # ... and one worn into dashes
+        cv2.line(damage, (x, 200), (x + 30, 206), 255, 2)
+    for x in range(60, 300, 45):                                       # a row of round specks
+        cv2.circle(damage, (x, 95), 7, 255, -1)
+    rng = np.random.default_rng(0)
+    for row, col in rng.integers(130, 260, (40, 2)):                   # scattered dust
+        cv2.circle(damage, (int(col), int(row)), int(rng.integers(1, 5)), 255, -1)
+    cv2.polylines(damage, [np.array([[250, 10], [270, 40], [300, 35], [330, 80], [390, 60]], np.int32)],
+                  False, 255, 1)                                       # a crack
+    cv2.circle(damage, (60, 300), 30, 255, -1)                         # a hole at the edge
+    damage[text] = 0
+    cleared = text_cleared(np.maximum(mask, damage))
+    assert not cleared[text].any()
+    assert (cleared == (damage > 0))[~text].all()
+    assert text_cleared(damage).sum() == (damage > 0).sum()           # damage alone: all of it kept
+
+
+def test_a_print_keeps_its_caption_and_loses_its_crack():
+    cracked, clean, crack = _cracked_print()
+    captioned, clean_captioned = cracked.copy(), clean.copy()
+    for image in (captioned, clean_captioned):
+        _caption(image, "Paris 1921", (12, 180), 0.7, (255, 255, 255))
+    caption = (clean_captioned != clean).any(axis=2)
+    restored, _ = Restorer(model=_Identity(), detector=_FlagsWhite(), device="cpu").restore_array(captioned)
+    error = np.abs(restored.astype(int) - clean_captioned.astype(int)).max(axis=2)
+    assert error[crack & ~caption].mean() < 12                         # the crack is repaired ...
+    assert error[caption].mean() < 2                                   # ... the caption is the print's own
