@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -643,51 +644,71 @@ def text_cleared(mask: np.ndarray, heights: tuple[int, int] = TEXT_HEIGHTS,
               & (area <= TEXT_MAX_FILL * width * height))
     if letter.sum() < min_letters:
         return mask
-    lines = []                                               # [members, left, right, top, bottom, height, text]
+    lines = []
     for seed in np.flatnonzero(letter):
         line_height = height[seed]
         spare, reach = line_height // 4, TEXT_GAP * line_height
         overlap = np.minimum(bottom, bottom[seed] + spare) - np.maximum(top, top[seed] - spare)
-        band = np.flatnonzero((2 * overlap >= height) & (2 * height <= 3 * line_height) & inside)
-        band = band[np.argsort(left[band])]
+        row = np.flatnonzero((2 * overlap >= height) & (2 * height <= 3 * line_height) & inside)
+        row = row[np.argsort(left[row])]
         start, end = left[seed], right[seed]
         members = [seed]
-        for i in band[left[band] >= left[seed]]:              # rightwards, in order of their left edges
+        for i in row[left[row] >= left[seed]]:                # rightwards, in order of their left edges
             if left[i] - end > reach:
                 break
             if i != seed:
                 members.append(i)
                 end = max(end, right[i])
-        for i in band[np.argsort(-right[band])]:              # leftwards, in order of their right edges
+        for i in row[np.argsort(-right[row])]:                # leftwards, in order of their right edges
             if right[i] > start or i in members:
                 continue
             if start - right[i] > reach:
                 break
             members.append(i)
             start = min(start, left[i])
-        members = np.array(members)
-        letters = members[letter[members] & (height[members] * 2 >= line_height)]
-        line_top, line_bottom = top[members].min(), bottom[members].max()
-        text = bool(letters.size >= min_letters and end - start >= 3 * line_height
-                    and area[members].sum() >= TEXT_MIN_COVER * (end - start) * (line_bottom - line_top))
-        lines.append([members, start, end, line_top, line_bottom, line_height, text])
-    # A paragraph: a line next to a line of text (above, below, or on in the same row), of a like height, is text
-    # too, however few of its letters were found.
+        line = _TextLine(np.array(members), start, end, top[members].min(), bottom[members].max(), line_height)
+        letters = letter[line.members] & (2 * height[line.members] >= line_height)
+        line.text = bool(letters.sum() >= min_letters and line.right - line.left >= 3 * line_height
+                         and area[line.members].sum() >= TEXT_MIN_COVER * line.box_area)
+        lines.append(line)
+    # A paragraph: a line next to a line of text (in the same row, just above or below it), of a like height, is
+    # text too, however few of its letters were found.
     found = True
     while found:
         found = False
-        for line in (line for line in lines if not line[6]):
-            for other in (other for other in lines if other[6]):
-                if (max(line[1], other[1]) - min(line[2], other[2]) <= TEXT_GAP * other[5]
-                        and max(line[3], other[3]) - min(line[4], other[4]) <= other[5] // 2
-                        and other[5] <= 2 * line[5] <= 4 * other[5]):
-                    line[6] = found = True
-                    break
+        for line in (line for line in lines if not line.text):
+            if any(line.next_to(other) for other in lines if other.text):
+                line.text = found = True
     drop = np.zeros(count, bool)
     for line in lines:
-        if line[6]:
-            drop[line[0] + 1] = True
+        if line.text:
+            drop[line.members + 1] = True
     return mask & ~drop[labels]
+
+
+@dataclass
+class _TextLine:
+    """A row of damage-mask components that `text_cleared` followed from one letter: its components' indices
+    (0-based, background not counted), its box in px, the height of the letter it started from, and whether
+    it is text."""
+
+    members: np.ndarray
+    left: int
+    right: int
+    top: int
+    bottom: int
+    height: int
+    text: bool = False
+
+    @property
+    def box_area(self) -> int:
+        return (self.right - self.left) * (self.bottom - self.top)
+
+    def next_to(self, other: _TextLine) -> bool:
+        """Within TEXT_GAP of `other`'s letter height across, half of it up or down, and of a like height."""
+        return bool(max(self.left, other.left) - min(self.right, other.right) <= TEXT_GAP * other.height
+                    and max(self.top, other.top) - min(self.bottom, other.bottom) <= other.height // 2
+                    and other.height <= 2 * self.height <= 4 * other.height)
 
 
 def flip_ensemble(net: nn.Module, tensor: torch.Tensor, flips: tuple = DENOISE_FLIPS) -> torch.Tensor:
