@@ -660,7 +660,7 @@ def text_cleared(mask: np.ndarray, heights: tuple[int, int] = TEXT_HEIGHTS,
                 members.append(i)
                 end = max(end, right[i])
         for i in row[np.argsort(-right[row])]:                # leftwards, in order of their right edges
-            if right[i] > start or i in members:
+            if right[i] > start:                              # (every member so far reaches past `start`)
                 continue
             if start - right[i] > reach:
                 break
