@@ -29,6 +29,7 @@ from skimage.color import lab2rgb, rgb2lab
 from torch.utils.data import Dataset
 
 from degradations.pipeline import apply_pipeline, degrade, degrade_with_damage
+from restore.baselines import negative_lut
 from restore.imageio import read_image
 from restore.imaging import to_tensor
 
@@ -204,19 +205,43 @@ class OnTheFlyDamage(OnTheFlyPairs):
         return to_tensor(degraded), torch.from_numpy(mask[None].astype(np.float32))
 
 
+IDENTITY_TABLE = np.linspace(-1.0, 1.0, 256, dtype=np.float32)   # level i -> i / 127.5 - 1
+
+
+def positive_table(scan: np.ndarray) -> np.ndarray:
+    """float32 3x256: the positive each level of a negative's channel becomes (`negative_lut` of the scan
+    itself), in [-1, 1] units, so a denoiser's loss can be taken on the photo the scan inverts to."""
+    return negative_lut(scan)[:, 0, :].T.astype(np.float32) / 127.5 - 1.0
+
+
 class OnTheFlyNoise(OnTheFlyPairs):
-    """Clean photos -> (noisy crop, clean crop) tensors for the denoiser. `degrade_config` is a pair of
+    """Clean photos -> (noisy crop, clean crop, table) tensors for the denoiser. `degrade_config` is a pair of
     albumentations recipes (the denoiser stage's `DenoiserConfig.recipes()`): the first makes the photo what it
-    is (a black-and-white print: the target is then one too), the second adds the noise; both seeded per item
-    as `OnTheFlyPairs` seeds its degradations."""
+    is (a black-and-white print: the target is then one too; a scanned negative), the second adds the noise;
+    both seeded per item as `OnTheFlyPairs` seeds its degradations. The table (3x256, `positive_table`) maps
+    each channel's levels to what the loss compares: a negative's to its positive (noise on a negative's scan
+    costs most where the inversion is steep: its dense, dark end), a print's or colour photo's to themselves."""
+
+    n_inp = 1   # one input (the noisy crop); the clean crop and its table are both targets
+
+    def sample(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(noisy uint8, clean uint8, float32 3x256 table) for item `index`."""
+        clean, sample_seed = self.clean_crop(index)
+        photo, noise = self.degrade_config
+        clean, record = apply_pipeline(photo, clean, sample_seed)
+        noisy, _record = apply_pipeline(noise, clean, (sample_seed + 1) % 2**31)
+        negative = record["category"].startswith("negative")
+        table = positive_table(clean) if negative else np.repeat(IDENTITY_TABLE[None], 3, axis=0)
+        return noisy, clean, table
 
     def pair(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """(noisy uint8, clean uint8) crops for item `index`."""
-        clean, sample_seed = self.clean_crop(index)
-        photo, noise = self.degrade_config
-        clean, _record = apply_pipeline(photo, clean, sample_seed)
-        noisy, _record = apply_pipeline(noise, clean, (sample_seed + 1) % 2**31)
+        noisy, clean, _table = self.sample(index)
         return noisy, clean
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        noisy, clean, table = self.sample(index)
+        return to_tensor(noisy), to_tensor(clean), torch.from_numpy(table)
 
 
 class PairedFolder(Dataset):

@@ -53,7 +53,7 @@ from torchvision.models.vgg import cfgs as vgg_cfgs
 from torchvision.models.vgg import make_layers as vgg_make_layers
 
 from degradations.pipeline import PipelineConfig
-from degradations.transforms import Grayscale, Jpeg, Noise
+from degradations.transforms import Grayscale, Jpeg, Negative, Noise
 from restore.arch import (
     CriticSpec,
     DenoiserSpec,
@@ -220,6 +220,9 @@ class DenoiserConfig(DataOptions):
     monochrome_probability: float = 0.3  # luminance-only noise (else independent per channel)
     jpeg_probability: float = 0.1        # noisy scans saved as JPEG afterwards
     jpeg_quality_range: tuple = (70, 95)
+    negative_probability: float = 0.0    # share of crops made scanned film negatives (the noise then on the
+                                         # scan), whose loss is taken on the positive their inversion makes
+    negative_kinds: tuple = ("color", "color", "color", "bw")   # degradations' Negative kinds; repeat = likelier
     init_weights: str = ""               # start from these weights (a .pth checkpoint of this stage or
                                          # exported .safetensors) with a fresh schedule: fine-tuning
     epochs: int = 60                     # epochs over the training photos (one fresh crop each): the shipped run
@@ -231,8 +234,10 @@ class DenoiserConfig(DataOptions):
 
     def recipes(self) -> tuple[A.Compose, A.Compose]:
         """(what the photo is, what is done to it): a clean crop is first maybe made a black-and-white print
-        (the target too: the denoiser must not colourize), then maybe given noise or grain, maybe JPEG."""
-        photo = A.Compose([Grayscale(p=self.gray_probability)])
+        (the target too: the denoiser must not colourize) or a scanned negative, then maybe given noise or
+        grain, maybe JPEG."""
+        negatives = [Negative(kind=kind) for kind in self.negative_kinds]
+        photo = A.Compose([Grayscale(p=self.gray_probability), A.OneOf(negatives, p=self.negative_probability)])
         noise = A.Compose([
             Noise(kinds=self.noise_kinds, sigma_range=self.sigma_range,
                   monochrome_probability=self.monochrome_probability, p=self.noise_probability),
@@ -374,9 +379,33 @@ def damage_f1(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (2.0 * (found & truth).sum() + 1e-6) / (found.sum() + truth.sum() + 1e-6)
 
 
-def denoised_psnr(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """PSNR (dB) of the denoiser's output against the clean crop, both in [-1, 1], over the batch."""
-    mse = F.mse_loss(output.float().clamp(-1, 1), target.float())
+def through_tables(images: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
+    """Each channel of Nx3xHxW images in [-1, 1] mapped by its Nx3x256 table (the value of each uint8 level, as
+    `restore.data.positive_table` gives), interpolated linearly between levels and past the ends (so the
+    identity table returns the images exactly, out-of-range values included); differentiable."""
+    position = (images + 1.0) * 127.5
+    low = position.detach().floor().clamp(0, 254)
+    frac = position - low
+    index = low.long().flatten(2)
+    below = tables.gather(2, index).view_as(images)
+    above = tables.gather(2, index + 1).view_as(images)
+    return below + (above - below) * frac
+
+
+def positive_mse(output: torch.Tensor, target: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
+    """The denoiser's loss: MSE of output and clean crop after their tables (a negative's: on its positive,
+    where the inversion magnifies what is left of the noise on the scan's dense end; a print's: plain MSE)."""
+    tables = tables.float()
+    return F.mse_loss(through_tables(output.float(), tables), through_tables(target.float(), tables))
+
+
+def denoised_psnr(output: torch.Tensor, target: torch.Tensor, tables: torch.Tensor | None = None) -> torch.Tensor:
+    """PSNR (dB) of the denoiser's output against the clean crop, both in [-1, 1], over the batch; with
+    `tables`, of what they map to (a negative's positive)."""
+    output, target = output.float().clamp(-1, 1), target.float()
+    if tables is not None:
+        output, target = through_tables(output, tables.float()), through_tables(target, tables.float())
+    mse = F.mse_loss(output, target)
     return 10.0 * torch.log10(4.0 / mse.clamp_min(1e-10))
 
 
@@ -1037,14 +1066,15 @@ def train_denoiser(config: DenoiserConfig = DenoiserConfig(), data_dir: str | Pa
                    out_dir: str | Path = "runs/denoiser", resume: str | Path | None = None,
                    device: str | torch.device | None = None) -> TrainResult:
     """The denoiser (`restore.arch.Denoiser`): clean photos with gaussian noise or film grain added on the fly
-    (`DenoiserConfig.recipes`), MSE against the clean crop, one-cycle schedule.
+    (`DenoiserConfig.recipes`), MSE against the clean crop (a negative's: on its positive, `positive_mse`),
+    one-cycle schedule.
 
     Inference runs it at a noisy photo's own resolution before the generator (which sees a 512 px copy).
     Reports the validation PSNR (`extra["psnr"]`).
     """
     out_dir = Path(out_dir)
     datasets = make_noise_datasets(data_dir, config, config.recipes())
-    result = _train_small("denoiser", config, build_denoiser(config.spec), datasets, MSELossFlat(),
+    result = _train_small("denoiser", config, build_denoiser(config.spec), datasets, positive_mse,
                           denoised_psnr, data_dir, out_dir, resume, device)
     result.extra["psnr"] = result.history[-1].get("denoised_psnr") if result.history else None
     if config.export and rank_distrib() == 0:

@@ -16,10 +16,18 @@ from torch import nn
 
 from restore import inference
 from restore.arch import DenoiserSpec, DetectorSpec, build_denoiser, build_detector, count_parameters
+from restore.baselines import negative_lut
 from restore.config import load_config
-from restore.data import DataOptions, make_noise_datasets
+from restore.data import IDENTITY_TABLE, DataOptions, make_noise_datasets, positive_table
 from restore.inference import Restorer
-from restore.train import DenoiserConfig, denoised_psnr, export_denoiser, train_denoiser
+from restore.train import (
+    DenoiserConfig,
+    denoised_psnr,
+    export_denoiser,
+    positive_mse,
+    through_tables,
+    train_denoiser,
+)
 from restore.weights import WeightsError, load_denoiser, save_denoiser, save_detector
 
 TINY = DenoiserSpec(channels=(4, 8))
@@ -83,6 +91,63 @@ def test_noise_data_pairs_a_noisy_crop_with_its_clean_one(photos):
         _write_images(photos.parent / "paired" / side, 2)
     with pytest.raises(ValueError, match="paired"):
         make_noise_datasets(photos.parent / "paired", options, untouched)
+
+
+def test_negative_crops_come_with_the_table_of_their_positive(photos):
+    options = DataOptions(size=32, valid_fraction=0.34, max_zoom=1.0)
+    recipes = DenoiserConfig(negative_probability=1.0, negative_kinds=("color",), noise_probability=1.0,
+                             sigma_range=(10.0, 10.0), gray_probability=0.0, jpeg_probability=0.0,
+                             noise_kinds=("gaussian",)).recipes()
+    valid = make_noise_datasets(photos, options, recipes)[1]
+    noisy, clean, table = valid.sample(0)
+    assert clean[..., 0].mean() > clean[..., 2].mean() + 40          # the clean crop is an orange-based scan
+    assert 6 < np.std(noisy.astype(float) - clean.astype(float)) < 14   # and the noise is on the scan
+    np.testing.assert_array_equal(table, positive_table(clean))
+    lut = negative_lut(clean)
+    # the table maps each level of the scan to its positive, in [-1, 1] units
+    np.testing.assert_allclose((table + 1) * 127.5, lut[:, 0, :].T, atol=1e-3)
+    x, y, t = valid[0]
+    assert x.shape == y.shape == (3, 32, 32) and t.shape == (3, 256) and valid.n_inp == 1
+    prints = DenoiserConfig(gray_probability=1.0).recipes()
+    _, _, table = make_noise_datasets(photos, options, prints)[1].sample(0)
+    np.testing.assert_array_equal(table, np.repeat(IDENTITY_TABLE[None], 3, axis=0))
+
+
+def test_through_tables_maps_each_channel_by_its_levels():
+    images = torch.linspace(-1.3, 1.3, 3 * 4 * 5).reshape(1, 3, 4, 5)
+    identity = torch.from_numpy(np.repeat(IDENTITY_TABLE[None, None], 3, axis=1))
+    torch.testing.assert_close(through_tables(images, identity), images)   # out-of-range values too
+    rng = np.random.default_rng(0)
+    levels = rng.integers(0, 256, (2, 3, 6, 7)).astype(np.uint8)
+    lut = np.sort(rng.integers(0, 256, (256, 1, 3)), axis=0).astype(np.uint8)[::-1].copy()  # a negative's: falling
+    table = torch.from_numpy(lut[:, 0, :].T.astype(np.float32) / 127.5 - 1).expand(2, 3, 256)
+    mapped = through_tables(torch.from_numpy(levels.astype(np.float32) / 127.5 - 1), table)
+    expected = np.stack([cv2.LUT(np.ascontiguousarray(im.transpose(1, 2, 0)), lut).transpose(2, 0, 1)
+                         for im in levels]).astype(np.float32) / 127.5 - 1
+    np.testing.assert_allclose(mapped.numpy(), expected, atol=1e-5)
+    half = torch.full((1, 3, 1, 1), (10.5 / 127.5) - 1, requires_grad=True)  # halfway between levels 10 and 11
+    out = through_tables(half, table[:1])
+    np.testing.assert_allclose(out.detach().numpy().ravel(), (lut[10, 0].astype(np.float32) + lut[11, 0]) / 255 - 1,
+                               atol=1e-5)
+    out.sum().backward()
+    np.testing.assert_allclose(half.grad.numpy().ravel(), (lut[11, 0].astype(np.float32) - lut[10, 0]) / 1.0,
+                               atol=1e-4)
+
+
+def test_the_denoiser_loss_weighs_a_negatives_errors_by_its_inversion():
+    target = torch.rand(2, 3, 16, 16) * 2 - 1
+    error = torch.randn(2, 3, 16, 16) * 0.05
+    identity = torch.from_numpy(np.repeat(IDENTITY_TABLE[None, None], 3, axis=1)).expand(2, 3, 256)
+    assert float(positive_mse(target + error, target, identity)) == pytest.approx(
+        float(F.mse_loss(target + error, target)), rel=1e-5)             # a print's: plain MSE
+    scan = np.zeros((64, 64, 3), np.uint8)
+    scan[..., 0] = np.linspace(75, 230, 64)[None]                           # an orange base's red ...
+    scan[..., 1] = np.linspace(50, 170, 64)[None]
+    scan[..., 2] = np.linspace(29, 115, 64)[None]                           # ... and its dense, dark blue
+    table = torch.from_numpy(positive_table(scan))[None]
+    dense, thin = torch.full((1, 3, 1, 1), 35 / 127.5 - 1), torch.full((1, 3, 1, 1), 100 / 127.5 - 1)
+    step = 3 / 127.5                                                        # 3 levels off on the scan
+    assert float(positive_mse(dense + step, dense, table)) > 4 * float(positive_mse(thin + step, thin, table))
 
 
 def test_denoised_psnr_is_the_psnr_of_images_in_minus_one_to_one():
