@@ -73,14 +73,22 @@ def _error(message: str) -> None:
     typer.echo(f"error: {_printable(message)}", err=True)
 
 
-def _version_text(weights: Path | None, detector: Path | None = None, denoiser: Path | None = None) -> str:
+def _version_text(weights: Path | None, detector: Path | None = None, denoiser: Path | None = None,
+                  negative_denoiser: Path | None = None) -> str:
     from restore import __version__
-    from restore.weights import default_denoiser_path, default_detector_path, default_weights_path
+    from restore.weights import (
+        default_denoiser_path,
+        default_detector_path,
+        default_negative_denoiser_path,
+        default_weights_path,
+    )
 
     lines = [f"restore {__version__}",
              _weights_line("model", weights if weights is not None else default_weights_path()),
              _weights_line("damage detector", detector if detector is not None else default_detector_path()),
-             _weights_line("denoiser", denoiser if denoiser is not None else default_denoiser_path())]
+             _weights_line("denoiser", denoiser if denoiser is not None else default_denoiser_path()),
+             _weights_line("negative denoiser", negative_denoiser if negative_denoiser is not None
+                           else default_negative_denoiser_path())]
     return "\n".join(lines)
 
 
@@ -133,8 +141,11 @@ def restore(
     denoiser: Annotated[Path | None, typer.Option(
         help="Denoiser weights (takes noise and film grain off noisy photos at full resolution). Default: the "
              "shipped one.")] = None,
+    negative_denoiser: Annotated[Path | None, typer.Option(
+        help="Weights of the denoiser for noisy negatives (takes the noise off the scan before it is "
+             "inverted). Default: the shipped one.")] = None,
     no_denoiser: Annotated[bool, typer.Option(
-        "--no-denoiser", help="Do not run the denoiser: noise is only softened.")] = False,
+        "--no-denoiser", help="Do not run the denoisers: noise is only softened.")] = False,
     device: Annotated[Device, typer.Option(
         case_sensitive=False, help="Where the network runs: auto (CUDA if available), cpu or cuda.")
     ] = Device.auto,
@@ -160,7 +171,7 @@ def restore(
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=UserWarning, module="torch")
     if version:
-        typer.echo(_version_text(weights, detector, denoiser))
+        typer.echo(_version_text(weights, detector, denoiser, negative_denoiser))
         raise typer.Exit(0)
     if not inputs:
         typer.echo("error: give at least one photo, folder or video (see restore --help)", err=True)
@@ -169,7 +180,8 @@ def restore(
         failed = _run(inputs, out=out, render_factor=render_factor, input_type=input_type.value, tones=tones.value,
                       saturation=saturation, weights=weights, detector=None if no_detector else detector,
                       find_damage=not no_detector, denoiser=None if no_denoiser else denoiser,
-                      denoise=not no_denoiser, device=device.value, compare=compare, overwrite=overwrite,
+                      negative_denoiser=None if no_denoiser else negative_denoiser, denoise=not no_denoiser,
+                      device=device.value, compare=compare, overwrite=overwrite,
                       workers=workers, max_pixels=int(max_megapixels * 1e6), quiet=quiet, debug=debug)
     except KeyboardInterrupt:
         typer.echo("interrupted: finished outputs are complete; run the same command again to resume", err=True)
@@ -184,7 +196,7 @@ def restore(
 
 def _run(inputs: list[Path], *, out: Path | None, render_factor: int, input_type: str, tones: str,
          saturation: float, weights: Path | None, detector: Path | None, find_damage: bool,
-         denoiser: Path | None, denoise: bool, device: str, compare: bool, overwrite: bool, workers: int, max_pixels: int, quiet: bool,
+         denoiser: Path | None, negative_denoiser: Path | None, denoise: bool, device: str, compare: bool, overwrite: bool, workers: int, max_pixels: int, quiet: bool,
          debug: bool) -> int:
     """Plan, run and report; returns the number of failed files."""
     from restore.batch import BatchRunner, output_folders, plan, remove_stale_temporaries
@@ -205,7 +217,7 @@ def _run(inputs: list[Path], *, out: Path | None, render_factor: int, input_type
     def make_restorer() -> Restorer:
         return Restorer(weights=weights, device=device, render_factor=render_factor, input_type=input_type,
                         tones=tones, saturation=saturation, detector_weights=detector, find_damage=find_damage,
-                        denoiser_weights=denoiser, denoise=denoise)
+                        denoiser_weights=denoiser, negative_denoiser_weights=negative_denoiser, denoise=denoise)
 
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,

@@ -298,7 +298,7 @@ def _prepare(root: Path, rel_path: str, categories: Sequence[str], seed: int, ma
 
 
 def _small_net_of(restorer: Any, kind: str) -> dict[str, Any] | None:
-    """What damage detector or denoiser (`kind`) a restorer ran (weights file, name, version, sha256), or None."""
+    """What damage detector, denoiser or negative denoiser (`kind`) a restorer ran (weights file, name, version, sha256), or None."""
     if getattr(restorer, kind, None) is None:
         return None
     card = getattr(restorer, f"{kind}_card", {}) or {}
@@ -420,6 +420,7 @@ def evaluate(data_dir: str | Path, weights_list: Sequence[str | Path] = (), seed
                       {label: None for label in models},
             "detectors": {label: _small_net_of(restorers[label], "detector") for label in models},
             "denoisers": {label: _small_net_of(restorers[label], "denoiser") for label in models},
+            "negative_denoisers": {label: _small_net_of(restorers[label], "negative_denoiser") for label in models},
             "methods": methods,
             "seconds": round(time.perf_counter() - start, 1),
             "network_seconds": round(network_seconds, 1),

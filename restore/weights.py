@@ -34,6 +34,7 @@ from restore.config import from_dict
 DEFAULT_MODEL_NAME = "restore.safetensors"
 DEFAULT_DETECTOR_NAME = "detector.safetensors"
 DEFAULT_DENOISER_NAME = "denoiser.safetensors"
+DEFAULT_NEGATIVE_DENOISER_NAME = "negative-denoiser.safetensors"
 
 
 class WeightsError(ValueError):
@@ -55,6 +56,10 @@ def default_detector_path() -> Path:
 
 def default_denoiser_path() -> Path:
     return models_dir() / DEFAULT_DENOISER_NAME
+
+
+def default_negative_denoiser_path() -> Path:
+    return models_dir() / DEFAULT_NEGATIVE_DENOISER_NAME
 
 
 def card_path(weights_path: str | Path) -> Path:

@@ -268,19 +268,29 @@ def test_denoiser_options_reach_the_restorer(tmp_path, tiny_weights, monkeypatch
 
     def recording(self, *args, **kwargs):
         original(self, *args, **kwargs)
-        seen.append((kwargs.get("denoiser_weights"), self.denoiser is not None))
+        seen.append((kwargs.get("denoiser_weights"), self.denoiser is not None,
+                     kwargs.get("negative_denoiser_weights"), self.negative_denoiser is not None))
 
     monkeypatch.setattr(inference.Restorer, "__init__", recording)
     monkeypatch.setattr("restore.inference.default_denoiser_path", lambda: tmp_path / "none.safetensors")
+    monkeypatch.setattr("restore.inference.default_negative_denoiser_path", lambda: tmp_path / "none.safetensors")
     photo = _photo(tmp_path / "p.png")
     assert _invoke(photo, "--denoiser", denoiser, "--out", tmp_path / "a", weights=tiny_weights).exit_code == 0
     assert _invoke(photo, "--no-denoiser", "--out", tmp_path / "b", weights=tiny_weights).exit_code == 0
-    assert seen == [(denoiser, True), (None, False)]
-    missing = _invoke(photo, "--denoiser", tmp_path / "none.safetensors", "--out", tmp_path / "c",
-                      weights=tiny_weights)
-    assert missing.exit_code == 2 and "none.safetensors" in missing.output
+    assert _invoke(photo, "--negative-denoiser", denoiser, "--out", tmp_path / "n",
+                   weights=tiny_weights).exit_code == 0
+    assert _invoke(photo, "--negative-denoiser", denoiser, "--no-denoiser", "--out", tmp_path / "m",
+                   weights=tiny_weights).exit_code == 0
+    assert seen == [(denoiser, True, None, False), (None, False, None, False), (None, False, denoiser, True),
+                    (None, False, None, False)]
+    for option in ("--denoiser", "--negative-denoiser"):
+        missing = _invoke(photo, option, tmp_path / "none.safetensors", "--out", tmp_path / "c",
+                          weights=tiny_weights)
+        assert missing.exit_code == 2 and "none.safetensors" in missing.output
     version = RUNNER.invoke(cli.app, ["--version", "--denoiser", str(denoiser)]).output
-    assert "denoiser: my_denoiser" in version
+    assert "denoiser: my_denoiser" in version and "negative denoiser: " in version
+    version = RUNNER.invoke(cli.app, ["--version", "--negative-denoiser", str(denoiser)]).output
+    assert "negative denoiser: my_denoiser" in version
 
 
 def test_version_names_the_model_and_says_placeholder(tmp_path, tiny_weights):

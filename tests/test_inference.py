@@ -18,6 +18,7 @@ from torch import nn
 
 from degradations.functional import negative as film_negative
 from degradations.functional import negative_bw as film_negative_bw
+from restore.arch import DenoiserSpec
 from restore.baselines import hole_mask, inpaint_holes, negative_lut
 from restore.imaging import to_tensor
 from restore.inference import (
@@ -595,6 +596,56 @@ def test_a_noisy_negative_is_denoised_before_it_is_inverted():
     # a clean negative is not touched by the denoiser
     info = restorer.restore_array(negative)[1]
     assert info["denoised_sigma"] <= 6 and not info["scan_denoised"]
+
+
+class _RecordsBlur(nn.Module):
+    """Stand-in denoiser: a 3x3 mean (blur False: none) that keeps what it was shown (its unflipped copy)."""
+
+    spec = DenoiserSpec(channels=(4, 8))
+
+    def __init__(self, blur: bool = True):
+        super().__init__()
+        self.blur = blur
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x[0].detach().clone())
+        if not self.blur:
+            return x
+        return torch.nn.functional.avg_pool2d(torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), 3, 1)
+
+
+def test_a_noisy_negative_scan_as_it_came_goes_to_the_negative_denoiser():
+    negative = _colour_film(np.ascontiguousarray(_colourful()[:217, :333]))
+    noisy = np.clip(negative + np.random.default_rng(0).normal(0, 10, negative.shape), 0, 255).astype(np.uint8)
+    general, scans = _RecordsBlur(), _RecordsBlur()
+    restorer = Restorer(model=_InvertsOrange(), device="cpu", render_factor=32, denoiser=general,
+                        negative_denoiser=scans)
+    restored, info = restorer.restore_array(noisy)
+    assert info["input_type"] == "negative" and info["denoiser_ran"] and info["scan_denoised"]
+    assert len(general.seen) == 1 and len(scans.seen) == 1
+    # both were shown the scan as it came, not the negative denoiser what the other one made of it
+    for seen in (general.seen[0], scans.seen[0]):
+        torch.testing.assert_close(seen[:, :217, :333], to_tensor(noisy))
+    assert [p["name"] for p in info["passes"]] == ["render", "inverted", "render"]
+    # its result is what is inverted: a negative denoiser that takes more noise off gives a cleaner positive
+    clean = cv2.LUT(negative, negative_lut(negative)).astype(int)
+    plain = Restorer(model=_InvertsOrange(), device="cpu", render_factor=32, denoiser=_RecordsBlur(),
+                     negative_denoiser=_RecordsBlur(blur=False)).restore_array(noisy)[0]
+    assert np.abs(restored - clean).mean() < np.abs(plain.astype(int) - clean).mean()
+    # forced negatives take the same path; a noisy colour print never reaches the negative denoiser
+    forced = _RecordsBlur()
+    Restorer(model=_Identity(), device="cpu", render_factor=32, input_type="negative", denoiser=_RecordsBlur(),
+             negative_denoiser=forced).restore_array(noisy)
+    assert len(forced.seen) == 1
+    positive = np.clip(_colourful()[:217, :333] + np.random.default_rng(1).normal(0, 10, negative.shape), 0, 255)
+    info = restorer.restore_array(positive.astype(np.uint8))[1]
+    assert info["input_type"] == "color" and info["denoiser_ran"] and len(scans.seen) == 1
+    # without denoising, neither runs
+    quiet = _RecordsBlur()
+    info = Restorer(model=_InvertsOrange(), device="cpu", render_factor=32, denoise=False,
+                    negative_denoiser=quiet).restore_array(noisy)[1]
+    assert not quiet.seen and not info["denoiser_ran"]
 
 
 def test_a_clean_negative_of_fine_texture_is_not_denoised():
