@@ -17,6 +17,7 @@ from restore.weights import (
     card_path,
     default_denoiser_path,
     default_detector_path,
+    default_negative_denoiser_path,
     default_weights_path,
     sha256_of,
 )
@@ -40,11 +41,12 @@ def test_card_matches_the_weights_it_describes():
         assert {"input", "classical", label} <= set(by_method)
 
 
-def test_the_evaluation_names_the_detector_and_denoiser_that_ship():
+def test_the_evaluation_names_the_detector_and_denoisers_that_ship():
     """The card's numbers are those of the shipped helpers: each one's file, its own card and the run agree."""
     evaluation = _card(default_weights_path())["evaluation"]
     label = evaluation["model_label"]
-    for kind, weights in (("detectors", default_detector_path()), ("denoisers", default_denoiser_path())):
+    for kind, weights in (("detectors", default_detector_path()), ("denoisers", default_denoiser_path()),
+                          ("negative_denoisers", default_negative_denoiser_path())):
         ran = evaluation["meta"][kind][label]
         own = _card(weights)
         assert ran["sha256"] == own["sha256"] == sha256_of(weights)
@@ -59,6 +61,20 @@ def test_the_shipped_denoiser_was_trained_with_its_documented_config():
         value = getattr(documented, key)
         assert trained[key] == (list(value) if isinstance(value, tuple) else value), key
     assert trained["spec"]["channels"] == list(documented.spec.channels)
+
+
+def test_the_shipped_negative_denoiser_was_trained_with_its_documented_config():
+    card = _card(default_negative_denoiser_path())
+    trained = card["training"]["config"]
+    documented = load_config(DenoiserConfig, Path(__file__).resolve().parents[1] / "docs" / "configs"
+                             / "negative-denoiser-cpu.toml")
+    for key in ("size", "bs", "epochs", "lr", "wd", "noise_kinds", "sigma_range", "gray_probability",
+                "negative_probability", "negative_kinds", "max_zoom"):
+        value = getattr(documented, key)
+        assert trained[key] == (list(value) if isinstance(value, tuple) else value), key
+    assert trained["spec"]["channels"] == list(documented.spec.channels)
+    # fine-tuned from the denoiser that ships beside it
+    assert card["fine_tuned_from"]["sha256"] == _card(default_denoiser_path())["sha256"]
 
 
 def test_restore_photo_with_the_default_model(tmp_path):
