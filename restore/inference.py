@@ -32,7 +32,7 @@ carried back to the original size:
   (a weak one does that to some dark sepia prints), so the photo is a positive. Positives take one pass (an
   orange-lit one two); a noisy negative's scan, as it came, is denoised again by the negative denoiser (its
   loss taken on the positive: the inversion magnifies what is left of the noise on the scan's dense end) or,
-  without one, with non-local means, and its inversion takes a third.
+  without one, with non-local means where the denoiser left it noisy, and its inversion takes a third.
 * Isolated impulses (salt-and-pepper) are removed at native resolution with a 3x3 median before anything.
 * Noise and film grain: a photo whose luminance noise is DENOISE_MIN_SIGMA levels or more is denoised
   at its own resolution by the denoiser (`Restorer.denoise`, the shipped models/denoiser.safetensors when
@@ -994,10 +994,11 @@ class Restorer:
     def _negative_scan(self, scan: np.ndarray, rgb: np.ndarray, noise_sigma: float
                        ) -> tuple[float | None, np.ndarray | None]:
         """(the scan's noise estimate, the scan to invert instead of `rgb`, or None) of a negative: `scan` as it
-        came, `rgb` what the denoiser made of it.
+        came, `rgb` what the denoiser made of it. The estimate is `noise_sigma` (its flattest blocks) where the
+        negative denoiser runs, else `_denoised_if_noisy`'s (the wavelet estimate of `rgb`).
 
         The inversion is steepest on the scan's dense, dark end (a colour negative's blue channel: levels
-        30-110), so what any denoiser leaves of the noise there is magnified into the positive's highlights.
+        29-115), so what any denoiser leaves of the noise there is magnified into the positive's highlights.
         The negative denoiser, trained with its loss on the positive, takes the noise off the scan as it came
         (16 eval photos, colour negative + noise sigma 10: 22.41 -> 22.74 dB, dE 9.84 -> 9.29). Without one,
         non-local means (`_denoised_if_noisy`) runs on a scan the denoiser left noisy.
