@@ -793,8 +793,6 @@ class Restorer:
         self.render_factor = int(render_factor)
         self.input_type = input_type
         self.card: dict[str, Any] = {}
-        self.detector_card: dict[str, Any] = {}
-        self.denoiser_card: dict[str, Any] = {}
         ready_model = model is not None
         if model is None:
             path = Path(weights) if weights is not None else default_weights_path()
@@ -806,29 +804,29 @@ class Restorer:
             if output_space != "rgb":
                 raise WeightsError(f"{path}: output_space {output_space!r} is not supported by inference yet")
         self.model = model.to(self.device).eval().to(memory_format=torch.channels_last)
-        if find_damage and detector is None and (detector_weights is not None or not ready_model):
-            path = Path(detector_weights) if detector_weights is not None else default_detector_path()
-            if detector_weights is not None or path.is_file():   # the shipped one is optional, a named one not
-                detector, self.detector_card = load_detector(path, self.device)
-        self.detector = None
-        if find_damage and detector is not None:
-            self.detector = detector.to(self.device).eval().to(memory_format=torch.channels_last)
-        if denoise and denoiser is None and (denoiser_weights is not None or not ready_model):
-            path = Path(denoiser_weights) if denoiser_weights is not None else default_denoiser_path()
-            if denoiser_weights is not None or path.is_file():
-                denoiser, self.denoiser_card = load_denoiser(path, self.device)
-        self.denoiser = None
-        if denoise and denoiser is not None:
-            self.denoiser = denoiser.to(self.device).eval().to(memory_format=torch.channels_last)
-        self.negative_denoiser_card: dict[str, Any] = {}
-        if denoise and negative_denoiser is None and (negative_denoiser_weights is not None or not ready_model):
-            path = (Path(negative_denoiser_weights) if negative_denoiser_weights is not None
-                    else default_negative_denoiser_path())
-            if negative_denoiser_weights is not None or path.is_file():
-                negative_denoiser, self.negative_denoiser_card = load_denoiser(path, self.device)
-        self.negative_denoiser = None
-        if denoise and negative_denoiser is not None:
-            self.negative_denoiser = negative_denoiser.to(self.device).eval().to(memory_format=torch.channels_last)
+        self.detector, self.detector_card = self._helper(find_damage, detector, detector_weights,
+                                                         default_detector_path(), load_detector, ready_model)
+        self.denoiser, self.denoiser_card = self._helper(denoise, denoiser, denoiser_weights,
+                                                         default_denoiser_path(), load_denoiser, ready_model)
+        self.negative_denoiser, self.negative_denoiser_card = self._helper(
+            denoise, negative_denoiser, negative_denoiser_weights, default_negative_denoiser_path(), load_denoiser,
+            ready_model)
+
+    def _helper(self, wanted: bool, module: nn.Module | None, weights: str | Path | None, shipped: Path,
+                load: Any, ready_model: bool) -> tuple[nn.Module | None, dict[str, Any]]:
+        """(a helper network ready to run, or None; its card): the damage detector or a denoiser. `module` as
+        given, else the `weights` file (which must exist), else the `shipped` one where it is installed (not
+        beside a ready `model`: tests and notebooks name what they want); None when not `wanted`."""
+        card: dict[str, Any] = {}
+        if not wanted:
+            return None, card
+        if module is None and (weights is not None or not ready_model):
+            path = Path(weights) if weights is not None else shipped
+            if weights is not None or path.is_file():   # the shipped one is optional, a named one not
+                module, card = load(path, self.device)
+        if module is None:
+            return None, card
+        return module.to(self.device).eval().to(memory_format=torch.channels_last), card
 
     def denoise(self, rgb: np.ndarray, network: nn.Module | None = None) -> tuple[float, np.ndarray]:
         """(noise sigma of the luminance in levels, the photo denoised at full resolution): uint8 HxWx3 RGB in
