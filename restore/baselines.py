@@ -20,9 +20,9 @@ import cv2
 import numpy as np
 
 # Display gamma used to linearise a scan: negative density is defined on linear light.
-_GAMMA = 2.2
+DISPLAY_GAMMA = 2.2
 # Film exposure latitude K of `negative_lut`'s log response: the range it is looked for in.
-_LATITUDE_RANGE = (0.2, 5.0)
+LATITUDE_RANGE = (0.2, 5.0)
 # Density slope (gamma) of a typical negative film: about 0.6 for colour negative film (its dye layers 0.55-0.65,
 # the middle of degradations' Negative ranges), and b&w film is developed to about the same (0.55-0.75 there).
 FILM_GAMMA = 0.6
@@ -116,7 +116,7 @@ def negative_lut(sample: np.ndarray, base_percentile: float = 99.5,
     _check(sample)
     if reference is not None and reference.shape != sample.shape:
         raise ValueError(f"reference {reference.shape} and sample {sample.shape} differ in shape")
-    levels = (np.arange(256, dtype=np.float32) / 255.0) ** _GAMMA         # linear light of each uint8 level
+    levels = (np.arange(256, dtype=np.float32) / 255.0) ** DISPLAY_GAMMA         # linear light of each uint8 level
     linear = levels[sample]
     base = np.percentile(linear.reshape(-1, 3), base_percentile, axis=0)
 
@@ -130,16 +130,16 @@ def negative_lut(sample: np.ndarray, base_percentile: float = 99.5,
     grid_density = np.clip((density_of(np.repeat(levels[:, None], 3, axis=1)) - low) / scale, 0.0, 1.0)
 
     def positive(k: np.ndarray | float, nd: np.ndarray) -> np.ndarray:
-        return ((10.0 ** (k * nd) - 1.0) / (10.0**k - 1.0)) ** (1.0 / _GAMMA)
+        return ((10.0 ** (k * nd) - 1.0) / (10.0**k - 1.0)) ** (1.0 / DISPLAY_GAMMA)
 
     if film_gamma is not None:
         if film_gamma <= 0:
             raise ValueError(f"film_gamma must be above 0, got {film_gamma:g}")
-        k = float(np.clip(np.mean(scale) / film_gamma, *_LATITUDE_RANGE))
+        k = float(np.clip(np.mean(scale) / film_gamma, *LATITUDE_RANGE))
     else:
         # Bisection on K on a subsample: the mean level falls monotonically as K grows.
         sample_density = np.clip((density_of(linear[::4, ::4]) - low) / scale, 0.0, 1.0)
-        k_low, k_high = _LATITUDE_RANGE
+        k_low, k_high = LATITUDE_RANGE
         for _ in range(20):
             k = 0.5 * (k_low + k_high)
             if float(np.mean(positive(k, sample_density))) > target_mean:
@@ -153,7 +153,7 @@ def negative_lut(sample: np.ndarray, base_percentile: float = 99.5,
         counts = np.stack([np.bincount(sample[..., c].ravel(), minlength=256) for c in range(3)], axis=1)
         ref_sums = np.stack([np.bincount(sample[..., c].ravel(), reference[..., c].ravel() / 255.0, minlength=256)
                              for c in range(3)], axis=1)
-        candidates = np.linspace(*_LATITUDE_RANGE, 481)[:, None, None]
+        candidates = np.linspace(*LATITUDE_RANGE, 481)[:, None, None]
         tables = positive(candidates, grid_density[None].astype(np.float64))
         errors = np.sum(counts * tables**2 - 2.0 * tables * ref_sums, axis=(1, 2))
         k_reference = float(candidates[int(np.argmin(errors)), 0, 0])

@@ -66,8 +66,10 @@ from restore.arch import (
     generator_learner,
     unbake_weight_norms,
 )
+from restore.baselines import DISPLAY_GAMMA, FILM_GAMMA, LATITUDE_RANGE
 from restore.config import config_to_dict, from_dict
 from restore.data import (
+    IDENTITY_TABLE,
     DataOptions,
     dataloaders_from,
     default_device,
@@ -223,6 +225,10 @@ class DenoiserConfig(DataOptions):
     negative_probability: float = 0.0    # share of crops made scanned film negatives (the noise then on the
                                          # scan), whose loss is taken on the positive their inversion makes
     negative_kinds: tuple = ("color", "color", "color", "bw")   # degradations' Negative kinds; repeat = likelier
+    negative_levels: str = "clean"       # the levels a negative's output is inverted with for its loss: "clean"
+                                         # (the clean scan's, `positive_mse`), "output" (read from the output
+                                         # itself, as inference reads them from the denoised scan: `own_levels_mse`)
+                                         # or "both" (the mean of the two losses, `both_levels_mse`)
     init_weights: str = ""               # start from these weights (a .pth checkpoint of this stage or
                                          # exported .safetensors) with a fresh schedule: fine-tuning
     epochs: int = 60                     # epochs over the training photos (one fresh crop each): the shipped run
@@ -231,6 +237,10 @@ class DenoiserConfig(DataOptions):
     wd: float = 1e-4                     # weight decay
     checkpoint_every: int = 250          # optimizer steps between checkpoints (a final one is always written)
     export: bool = True                  # write denoiser.safetensors (fp16) + card at the end
+
+    def __post_init__(self):
+        if self.negative_levels not in DENOISER_LOSSES:
+            raise ValueError(f"negative_levels must be one of {sorted(DENOISER_LOSSES)}, got {self.negative_levels!r}")
 
     def recipes(self) -> tuple[A.Compose, A.Compose]:
         """(what the photo is, what is done to it): a clean crop is first maybe made a black-and-white print
@@ -397,6 +407,53 @@ def positive_mse(output: torch.Tensor, target: torch.Tensor, tables: torch.Tenso
     where the inversion magnifies what is left of the noise on the scan's dense end; a print's: plain MSE)."""
     tables = tables.float()
     return F.mse_loss(through_tables(output.float(), tables), through_tables(target.float(), tables))
+
+
+def invert_negatives(scans: torch.Tensor) -> torch.Tensor:
+    """Nx3xHxW scans of negatives in [-1, 1] -> the positives `restore.baselines.negative_lut` makes of them
+    (default settings: film base, density stretch and latitude from each scan's own percentiles), in [-1, 1],
+    differentiable through the levels as well as the pixels (`torch.quantile`): what inference does to the
+    denoised scan, as a function the loss can follow."""
+    linear = (((scans.float() + 1.0) * 0.5).clamp(0.0, 1.0) ** DISPLAY_GAMMA).flatten(2)
+    base = torch.quantile(linear, 0.995, dim=2, keepdim=True).clamp_min(1e-4)
+    density = -torch.log10((linear / base).clamp(1e-4, 1.0))
+    low = torch.quantile(density, 0.005, dim=2, keepdim=True)
+    scale = (torch.quantile(density, 0.995, dim=2, keepdim=True) - low).clamp_min(1e-6)
+    normalised = ((density - low) / scale).clamp(0.0, 1.0)
+    k = (scale.mean(dim=1, keepdim=True) / FILM_GAMMA).clamp(*LATITUDE_RANGE)
+    positive = (10.0 ** (k * normalised) - 1.0) / (10.0**k - 1.0)
+    return (positive.clamp_min(1e-6) ** (1.0 / DISPLAY_GAMMA) * 2.0 - 1.0).view_as(scans)
+
+
+def own_levels_mse(output: torch.Tensor, target: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
+    """The denoiser's loss with a negative's output inverted by the levels read from the output itself
+    (`invert_negatives`, as inference inverts the denoised scan) and its clean crop by the clean scan's table:
+    MSE of the positive inference would make against the clean scan's positive. A negative is a crop whose table
+    is not the identity; a print's or colour photo's loss is plain MSE, as `positive_mse`."""
+    tables = tables.float()
+    identity = torch.from_numpy(IDENTITY_TABLE).to(tables.device)
+    negative = ~(tables == identity).flatten(1).all(dim=1)
+    mapped = output.float().clone()
+    if negative.any():
+        mapped[negative] = invert_negatives(output[negative])
+    return F.mse_loss(mapped, through_tables(target.float(), tables))
+
+
+def both_levels_mse(output: torch.Tensor, target: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
+    """The mean of `positive_mse` and `own_levels_mse`: the output's own levels, as inference inverts it, with
+    the clean scan's levels anchoring what those levels cannot see (a crop's levels absorb a shift or stretch of
+    the whole crop, a photo's do not: its levels come from the whole scan)."""
+    return 0.5 * (positive_mse(output, target, tables) + own_levels_mse(output, target, tables))
+
+
+def own_levels_psnr(output: torch.Tensor, target: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
+    """PSNR (dB) of what `own_levels_mse` compares (a negative's output inverted with its own levels), over the
+    batch: the validation figure of a denoiser trained with those levels."""
+    mse = own_levels_mse(output.float().clamp(-1, 1), target, tables)
+    return 10.0 * torch.log10(4.0 / mse.clamp_min(1e-10))
+
+
+DENOISER_LOSSES = {"clean": positive_mse, "output": own_levels_mse, "both": both_levels_mse}
 
 
 def denoised_psnr(output: torch.Tensor, target: torch.Tensor, tables: torch.Tensor | None = None) -> torch.Tensor:
@@ -1066,7 +1123,8 @@ def train_denoiser(config: DenoiserConfig = DenoiserConfig(), data_dir: str | Pa
                    out_dir: str | Path = "runs/denoiser", resume: str | Path | None = None,
                    device: str | torch.device | None = None) -> TrainResult:
     """The denoiser (`restore.arch.Denoiser`): clean photos with gaussian noise or film grain added on the fly
-    (`DenoiserConfig.recipes`), MSE against the clean crop (a negative's: on its positive, `positive_mse`),
+    (`DenoiserConfig.recipes`), MSE against the clean crop (a negative's: on its positive, `positive_mse`, or
+    with `negative_levels` "output" on the positive the output's own levels make, `own_levels_mse`),
     one-cycle schedule.
 
     Inference runs it at a noisy photo's own resolution before the generator (which sees a 512 px copy).
@@ -1074,8 +1132,9 @@ def train_denoiser(config: DenoiserConfig = DenoiserConfig(), data_dir: str | Pa
     """
     out_dir = Path(out_dir)
     datasets = make_noise_datasets(data_dir, config, config.recipes())
-    result = _train_small("denoiser", config, build_denoiser(config.spec), datasets, positive_mse,
-                          denoised_psnr, data_dir, out_dir, resume, device)
+    metrics = denoised_psnr if config.negative_levels == "clean" else [denoised_psnr, own_levels_psnr]
+    result = _train_small("denoiser", config, build_denoiser(config.spec), datasets,
+                          DENOISER_LOSSES[config.negative_levels], metrics, data_dir, out_dir, resume, device)
     result.extra["psnr"] = result.history[-1].get("denoised_psnr") if result.history else None
     if config.export and rank_distrib() == 0:
         result.exported = export_denoiser(result.checkpoint, out_dir / "denoiser.safetensors",

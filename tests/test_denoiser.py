@@ -22,8 +22,11 @@ from restore.data import IDENTITY_TABLE, DataOptions, make_noise_datasets, posit
 from restore.inference import Restorer
 from restore.train import (
     DenoiserConfig,
+    both_levels_mse,
     denoised_psnr,
     export_denoiser,
+    invert_negatives,
+    own_levels_mse,
     positive_mse,
     through_tables,
     train_denoiser,
@@ -148,6 +151,55 @@ def test_the_denoiser_loss_weighs_a_negatives_errors_by_its_inversion():
     dense, thin = torch.full((1, 3, 1, 1), 35 / 127.5 - 1), torch.full((1, 3, 1, 1), 100 / 127.5 - 1)
     step = 3 / 127.5                                                        # 3 levels off on the scan
     assert float(positive_mse(dense + step, dense, table)) > 4 * float(positive_mse(thin + step, thin, table))
+
+
+def _negative_scan() -> np.ndarray:
+    """A 48x64 colour negative's scan: an orange base over a gradient and a bright square (dense on film)."""
+    y, x = np.mgrid[0:48, 0:64].astype(np.float32)
+    light = 0.2 + 0.6 * x / 63 + 0.1 * np.sin(y / 5)
+    light[10:25, 30:50] = 0.95
+    return np.stack([75 + 155 * (1 - light), 50 + 120 * (1 - light), 29 + 86 * (1 - light)], axis=2).astype(np.uint8)
+
+
+def test_invert_negatives_is_the_classical_inversion_with_each_scans_own_levels():
+    scans = [_negative_scan(), np.ascontiguousarray(_negative_scan()[::-1, :, ::-1] // 2 + 40)]
+    tensors = torch.stack([torch.from_numpy(s.transpose(2, 0, 1).astype(np.float32) / 127.5 - 1) for s in scans])
+    positives = invert_negatives(tensors)
+    for scan, positive in zip(scans, positives):
+        expected = cv2.LUT(scan, negative_lut(scan)).transpose(2, 0, 1).astype(np.float32) / 127.5 - 1
+        assert np.abs(positive.numpy() - expected).max() <= 1.01 / 127.5       # the table's rounding: 1 level
+    assert not torch.allclose(positives[0], positives[1], atol=0.1)
+
+
+def test_the_output_levels_loss_follows_the_levels_the_output_gives():
+    scan = _negative_scan()
+    clean = torch.from_numpy(scan.transpose(2, 0, 1).astype(np.float32) / 127.5 - 1)[None]
+    photo = torch.rand(1, 3, 48, 64) * 2 - 1
+    identity = torch.from_numpy(np.repeat(IDENTITY_TABLE[None, None], 3, axis=1))
+    tables = torch.cat([torch.from_numpy(positive_table(scan))[None], identity])
+    target = torch.cat([clean, photo])
+    assert float(own_levels_mse(target, target, tables)) < 1e-5               # the clean scan: its own levels
+    # brighter by a whole-crop amount: the clean scan's levels see it, the output's own absorb most of it
+    output = torch.cat([clean * 0.95 + 0.05, photo + 0.02])
+    own_loss, clean_loss = float(own_levels_mse(output, target, tables)), float(positive_mse(output, target, tables))
+    print_error = float(F.mse_loss(output[1], photo[0]))
+    expected = (float(F.mse_loss(invert_negatives(output[:1]), through_tables(clean, tables[:1]))) + print_error) / 2
+    assert own_loss == pytest.approx(expected, rel=1e-5) and own_loss < 0.5 * clean_loss
+    assert float(both_levels_mse(output, target, tables)) == pytest.approx(0.5 * (own_loss + clean_loss), rel=1e-5)
+    output.requires_grad_(True)
+    own_levels_mse(output, target, tables).backward()
+    assert torch.isfinite(output.grad).all() and float(output.grad[0].abs().sum()) > 0
+
+
+def test_the_denoiser_config_names_a_known_loss(photos, tmp_path):
+    config = DenoiserConfig(spec=TINY, size=32, bs=2, valid_fraction=0.34, epochs=1, max_zoom=1.0,
+                            negative_probability=1.0, negative_levels="both", export=False)
+    result = train_denoiser(config, photos, tmp_path, device="cpu")
+    assert result.learner.loss_func is both_levels_mse
+    assert result.step == 2 and all(np.isfinite(row["train_loss"]) for row in result.history)
+    assert np.isfinite(result.history[-1]["own_levels_psnr"])   # reported beside denoised_psnr
+    with pytest.raises(ValueError, match="negative_levels"):
+        DenoiserConfig(negative_levels="scan")
 
 
 def test_denoised_psnr_is_the_psnr_of_images_in_minus_one_to_one():
