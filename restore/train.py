@@ -1128,17 +1128,21 @@ def train_denoiser(config: DenoiserConfig = DenoiserConfig(), data_dir: str | Pa
     one-cycle schedule.
 
     Inference runs it at a noisy photo's own resolution before the generator (which sees a 512 px copy).
-    Reports the validation PSNR (`extra["psnr"]`).
+    Reports the validation PSNR (`extra["psnr"]`; with `negative_levels` not "clean" also `extra["own_levels_psnr"]`,
+    both written into the exported card).
     """
     out_dir = Path(out_dir)
     datasets = make_noise_datasets(data_dir, config, config.recipes())
     metrics = denoised_psnr if config.negative_levels == "clean" else [denoised_psnr, own_levels_psnr]
     result = _train_small("denoiser", config, build_denoiser(config.spec), datasets,
                           DENOISER_LOSSES[config.negative_levels], metrics, data_dir, out_dir, resume, device)
-    result.extra["psnr"] = result.history[-1].get("denoised_psnr") if result.history else None
+    last = result.history[-1] if result.history else {}
+    result.extra["psnr"] = last.get("denoised_psnr")
+    card = {"validation_psnr": result.extra["psnr"]}
+    if "own_levels_psnr" in last:
+        result.extra["own_levels_psnr"] = card["validation_own_levels_psnr"] = last["own_levels_psnr"]
     if config.export and rank_distrib() == 0:
-        result.exported = export_denoiser(result.checkpoint, out_dir / "denoiser.safetensors",
-                                          {"validation_psnr": result.extra["psnr"]})
+        result.exported = export_denoiser(result.checkpoint, out_dir / "denoiser.safetensors", card)
     return result
 
 

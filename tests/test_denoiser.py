@@ -193,11 +193,13 @@ def test_the_output_levels_loss_follows_the_levels_the_output_gives():
 
 def test_the_denoiser_config_names_a_known_loss(photos, tmp_path):
     config = DenoiserConfig(spec=TINY, size=32, bs=2, valid_fraction=0.34, epochs=1, max_zoom=1.0,
-                            negative_probability=1.0, negative_levels="both", export=False)
+                            negative_probability=1.0, negative_levels="both")
     result = train_denoiser(config, photos, tmp_path, device="cpu")
     assert result.learner.loss_func is both_levels_mse
     assert result.step == 2 and all(np.isfinite(row["train_loss"]) for row in result.history)
-    assert np.isfinite(result.history[-1]["own_levels_psnr"])   # reported beside denoised_psnr
+    _, card = load_denoiser(result.exported)                     # reported beside denoised_psnr, and kept
+    assert card["validation_own_levels_psnr"] == pytest.approx(result.history[-1]["own_levels_psnr"])
+    assert np.isfinite(card["validation_own_levels_psnr"])
     with pytest.raises(ValueError, match="negative_levels"):
         DenoiserConfig(negative_levels="scan")
 
