@@ -67,18 +67,19 @@ def test_the_shipped_negative_denoiser_was_trained_with_its_documented_config():
     card = _card(default_negative_denoiser_path())
     trained = card["training"]["config"]
     documented = load_config(DenoiserConfig, Path(__file__).resolve().parents[1] / "docs" / "configs"
-                             / "negative-denoiser-finetune-cpu.toml")
+                             / "negative-denoiser-levels-cpu.toml")
     for key in ("size", "bs", "epochs", "lr", "wd", "noise_kinds", "sigma_range", "gray_probability",
-                "negative_probability", "negative_kinds", "max_zoom"):
+                "negative_probability", "negative_kinds", "max_zoom", "negative_levels"):
         value = getattr(documented, key)
         assert trained[key] == (list(value) if isinstance(value, tuple) else value), key
     assert trained["spec"]["channels"] == list(documented.spec.channels)
     assert trained["init_weights"] == "models/negative-denoiser.safetensors"
-    # fine-tuned from the negative denoiser 0.1, itself fine-tuned from the denoiser that ships beside it
+    # fine-tuned from the negative denoiser 0.2, from 0.1, itself fine-tuned from the denoiser that ships beside it
     parent = card["fine_tuned_from"]
-    assert (parent["name"], parent["version"]) == (card["name"], "0.1")
-    assert parent["sha256"] != card["sha256"]
-    assert parent["fine_tuned_from"]["sha256"] == _card(default_denoiser_path())["sha256"]
+    assert (parent["name"], parent["version"]) == (card["name"], "0.2")
+    assert (parent["fine_tuned_from"]["name"], parent["fine_tuned_from"]["version"]) == (card["name"], "0.1")
+    assert len({card["sha256"], parent["sha256"], parent["fine_tuned_from"]["sha256"]}) == 3
+    assert parent["fine_tuned_from"]["fine_tuned_from"]["sha256"] == _card(default_denoiser_path())["sha256"]
 
 
 def test_restore_photo_with_the_default_model(tmp_path):
