@@ -116,7 +116,7 @@ def negative_lut(sample: np.ndarray, base_percentile: float = 99.5,
     _check(sample)
     if reference is not None and reference.shape != sample.shape:
         raise ValueError(f"reference {reference.shape} and sample {sample.shape} differ in shape")
-    levels = (np.arange(256, dtype=np.float32) / 255.0) ** DISPLAY_GAMMA         # linear light of each uint8 level
+    levels = (np.arange(256, dtype=np.float32) / 255.0) ** DISPLAY_GAMMA   # linear light of each uint8 level
     linear = levels[sample]
     base = np.percentile(linear.reshape(-1, 3), base_percentile, axis=0)
 
