@@ -1123,8 +1123,8 @@ def train_denoiser(config: DenoiserConfig = DenoiserConfig(), data_dir: str | Pa
                    out_dir: str | Path = "runs/denoiser", resume: str | Path | None = None,
                    device: str | torch.device | None = None) -> TrainResult:
     """The denoiser (`restore.arch.Denoiser`): clean photos with gaussian noise or film grain added on the fly
-    (`DenoiserConfig.recipes`), MSE against the clean crop (a negative's: on its positive, `positive_mse`, or
-    with `negative_levels` "output" on the positive the output's own levels make, `own_levels_mse`),
+    (`DenoiserConfig.recipes`), MSE against the clean crop (a negative's: on its positive, `positive_mse`; with
+    `negative_levels` "output" on the positive the output's own levels make, `own_levels_mse`; "both": their mean),
     one-cycle schedule.
 
     Inference runs it at a noisy photo's own resolution before the generator (which sees a 512 px copy).

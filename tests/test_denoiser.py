@@ -191,7 +191,7 @@ def test_the_output_levels_loss_follows_the_levels_the_output_gives():
     assert torch.isfinite(output.grad).all() and float(output.grad[0].abs().sum()) > 0
 
 
-def test_the_denoiser_config_names_a_known_loss(photos, tmp_path):
+def test_the_denoiser_stage_trains_with_the_output_levels_loss_and_checks_its_name(photos, tmp_path):
     config = DenoiserConfig(spec=TINY, size=32, bs=2, valid_fraction=0.34, epochs=1, max_zoom=1.0,
                             negative_probability=1.0, negative_levels="both")
     result = train_denoiser(config, photos, tmp_path, device="cpu")
