@@ -1043,18 +1043,18 @@ class Restorer:
         dense highlights for it (1.1-1.4% of four clean eval negatives, a yellow flower or propeller tip
         inpainted). restore-eval, first 23 eval photos: colour negatives 28.27 -> 28.69 dB, + holes 25.31 ->
         25.44, + noise 22.50 -> 22.52, b&w 21.51 -> 21.52.
-        A blob (`hole_mask` of the scan, or of the positive on colour) confirms an area it touches; the detector
-        on the positive confirms an area only if it marks NEGATIVE_DAMAGE_SHARE of it: touching alone let one
-        dark detail inside a highlight (a pearl on a white collar) confirm the whole highlight. On the 46 eval
-        photos (all negative categories) areas confirmed by the detector alone held 79.6k damaged pixels and
-        26.8k undamaged (12.9k on clean negatives); with the share rule 69.9k and 12.0k (4.8k).
+        A blob of the scan (`hole_mask`) confirms an area it touches; the detector on the positive confirms an
+        area only if it marks NEGATIVE_DAMAGE_SHARE of it: touching alone let one dark detail inside a highlight
+        (a pearl on a white collar) confirm the whole highlight. On the 46 eval photos (all negative categories)
+        areas confirmed by the detector alone held 79.6k damaged pixels and 26.8k undamaged (12.9k on clean
+        negatives); with the share rule 69.9k and 12.0k (4.8k). The positive's blobs no longer confirm: on
+        the 46 clean and 46 holed colour negatives the one area they alone confirmed was a book cover's red bar
+        (607 px, no damage in it; that photo 34.9 dB against the classical inversion's 44.6).
         """
         inverted = cv2.LUT(small, levels)
         if CONFIRM_NEGATIVE_DAMAGE and holes is not None and holes.any():
             # (hole_mask of the scan is found again here, ~50 ms at 512 px, rather than threaded through)
-            blobs = [hole_mask(small), hole_mask(inverted) if _positive_type(inverted) == "color" else None]
-            found = np.maximum.reduce([m for m in blobs if m is not None])
-            confirmed = components_touching(holes, cv2.dilate(found, np.ones((5, 5), np.uint8)))
+            confirmed = components_touching(holes, cv2.dilate(hole_mask(small), np.ones((5, 5), np.uint8)))
             detected = self.find_damage(inverted, extend=False)
             if detected is not None:
                 confirmed |= components_touching(holes, detected, NEGATIVE_DAMAGE_SHARE)

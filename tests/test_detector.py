@@ -294,6 +294,37 @@ def test_damage_found_on_a_negative_counts_only_where_its_positive_shows_it_too(
     assert unconfirmed[85:115, 125:175].mean() < 200   # filled from the darker scene around it
 
 
+def test_a_blob_on_a_negative_s_positive_does_not_confirm_damage_found_on_its_scan(monkeypatch):
+    # the scan's mask marks the white shirt (dense film); a blob search that finds it flat and bright on the
+    # positive, as it found a book cover's red bar, must not make it damage: only the scan's blobs confirm
+    y, x = np.mgrid[0:200, 0:300].astype(np.float32)
+    scene = np.stack([40 + 150 * x / 300, 40 + 150 * y / 200, 110 + 60 * np.sin(x / 23.0)], axis=2)
+    scene = scene.astype(np.uint8)                     # a colour photo (its positive is taken for colour)
+    scene[80:120, 120:180] = 250
+    negative = negative_film(scene, base=(0.86, 0.44, 0.17), gamma=(0.55, 0.6, 0.65), exposure=1.0,
+                             flare=0.01, gain=1.0)
+
+    def bright_shirt(image: np.ndarray, *args, **kwargs) -> np.ndarray:
+        positive = image[85:115, 125:175].mean() > 200                # the shirt is dark on the scan
+        return _shirt(image.shape[:2]) if positive else np.zeros(image.shape[:2], np.uint8)
+
+    monkeypatch.setattr("restore.inference.hole_mask", bright_shirt)
+    restorer = Restorer(model=_InvertsOrangeScans(), detector=_FlagsDark(), device="cpu")
+    restored, info = restorer.restore_array(negative)
+    assert info["input_type"] == "negative"
+    assert restored[85:115, 125:175].min() > 240       # the inversion's own white, not inpainted over
+    # the same blob on the scan does confirm it: damage the scan's blob search finds is repaired
+    monkeypatch.setattr("restore.inference.hole_mask", lambda image, *args, **kwargs: _shirt(image.shape[:2]))
+    confirmed, _ = restorer.restore_array(negative)
+    assert confirmed[85:115, 125:175].mean() < 200     # filled from the darker scene around it
+
+
+def _shirt(shape: tuple[int, int]) -> np.ndarray:
+    mask = np.zeros(shape, np.uint8)
+    mask[80:120, 120:180] = 255
+    return mask
+
+
 def test_a_dark_detail_on_a_negative_s_highlight_does_not_confirm_all_of_it():
     # a white shirt with a black button: on the scan the shirt is dark (flagged), the button clear film (not);
     # on the positive the button is dark (flagged) and sits inside the shirt, a sliver of what the scan flagged
