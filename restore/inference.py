@@ -109,6 +109,7 @@ NOISY_NEGATIVE_SIGMA = 6.0       # levels of noise on a negative's scan above wh
 NOISY_NEGATIVE_FLAT_SIGMA = 5.0  # ... if its flattest blocks (`_noise_sigma`) show this much too (texture is no noise)
 # A negative's damage mask keeps only what its positive confirms (`Restorer._positive_copy`).
 CONFIRM_NEGATIVE_DAMAGE = True
+RELEVEL_CONFIRMED = True         # ... and its levels are read again with only that damage inpainted
 NEGATIVE_DAMAGE_SHARE = 0.2      # ... by the detector: the share of a damaged area it marks on the positive too
 IMPULSE_FRACTION_NO_HOLES = 0.002  # more impulses than this (share of pixels): the hole detector is not run
 IMPULSE_THRESHOLD = 48           # a pixel this far above/below all 8 neighbours is an impulse (salt/pepper)
@@ -727,6 +728,34 @@ def flip_ensemble(net: nn.Module, tensor: torch.Tensor, flips: tuple = DENOISE_F
                        ).mean(dim=0)
 
 
+def _touching_border(mask: np.ndarray) -> np.ndarray:
+    """uint8 mask (255) of the components of boolean `mask` that reach the image's edge."""
+    border = np.zeros(mask.shape, np.uint8)
+    border[[0, -1], :] = 255
+    border[:, [0, -1]] = 255
+    return components_touching(mask.astype(np.uint8) * 255, border).astype(np.uint8) * 255
+
+
+def _brighter_than_around(image: np.ndarray, mask: np.ndarray, ring: int = 7) -> np.ndarray:
+    """uint8 mask (255) of the components of boolean `mask` whose mean luminance is above that of the `ring` px
+    around them."""
+    count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    out = np.zeros(mask.shape, np.uint8)
+    if count <= 1:
+        return out
+    luma = image.astype(np.float32).mean(axis=2).ravel()
+    grown = cv2.dilate(labels.astype(np.float32), np.ones((ring, ring), np.uint8)).astype(np.int64)
+    around = (grown > 0) & (labels == 0)
+    inside_sum = np.bincount(labels.ravel(), weights=luma, minlength=count)
+    inside_n = np.bincount(labels.ravel(), minlength=count)
+    ring_sum = np.bincount(grown[around], weights=luma[around.ravel()], minlength=count)
+    ring_n = np.bincount(grown[around], minlength=count)
+    bright = inside_sum / np.maximum(inside_n, 1) > ring_sum / np.maximum(ring_n, 1)
+    bright[0] = False
+    out[bright[labels]] = 255
+    return out
+
+
 def _denoised_if_noisy(rgb: np.ndarray, crop: int = 1024) -> tuple[float, np.ndarray | None]:
     """(noise sigma, the scan denoised or None): a negative's noise, estimated on its central crop, and above
     NOISY_NEGATIVE_SIGMA non-local means (`restore.baselines.denoise_gaussian`) before it is inverted.
@@ -947,8 +976,7 @@ class Restorer:
             orange = input_type == "auto" and not network_inverted and has_orange_base(patched)
             if network_inverted or orange:
                 # Ask again on the film-base-corrected inverted copy (module doc).
-                levels = negative_lut(patched)
-                inverted, inverted_holes = self._positive_copy(small, holes, levels)
+                levels, inverted, inverted_holes = self._negative_levels(small, patched, holes)
                 inverted_out = self._timed_pass(inverted, "inverted", passes)
                 keeps_inverted = luma_correlation(inverted, inverted_out) > -NEGATIVE_CORRELATION
                 if orange:
@@ -1033,6 +1061,32 @@ class Restorer:
         patched = inpaint_holes(small, holes) if holes is not None and holes.any() else small
         return small, patched, holes
 
+    def _negative_levels(self, small: np.ndarray, patched: np.ndarray, holes: np.ndarray | None
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(inversion table, what the network sees of the positive, its damage mask) of a negative's render-size
+        scan `small`, `patched` that scan with the damage found on it (`holes`) inpainted.
+
+        The levels are read with the damage inpainted, so a bright hole does not take the film-base percentile;
+        but only damage the positive confirms (`_positive_copy`) is damage: once that is known they are read
+        again with only it inpainted, so a dense highlight taken for damage on the scan and not confirmed still
+        sets the stretch (a woman's face on an eval negative: 27.30 -> 29.08 dB, the classical inversion's).
+        What the positive does not confirm stays inpainted for the levels where it is brighter than what is
+        around it (a hole, on the scan, would take the film-base percentile) or reaches the frame's edge (a
+        stain cut by it, denser than the scene: without this rule one eval negative with holes lost 12.2 dB).
+        """
+        levels = negative_lut(patched)
+        network_in, confirmed = self._positive_copy(small, holes, levels)
+        if RELEVEL_CONFIRMED and holes is not None and holes.any():
+            kept = confirmed if confirmed is not None else np.zeros_like(holes)
+            unconfirmed = (holes > 0) & (kept == 0)
+            kept = np.maximum(kept, _brighter_than_around(small, unconfirmed))
+            kept = np.maximum(kept, _touching_border(unconfirmed))
+            if not np.array_equal(kept > 0, holes > 0):
+                levels = negative_lut(inpaint_holes(small, kept) if kept.any() else small)
+                inverted = cv2.LUT(small, levels)
+                network_in = inpaint_holes(inverted, confirmed) if confirmed is not None else inverted
+        return levels, network_in, confirmed
+
     def _positive_copy(self, small: np.ndarray, holes: np.ndarray | None, levels: np.ndarray
                        ) -> tuple[np.ndarray, np.ndarray | None]:
         """(what the network sees of a negative's positive, its damage mask), from the render-size scan.
@@ -1071,7 +1125,8 @@ class Restorer:
         The classical inversion (`restore.baselines.negative_lut`: film base divided out, density stretched
         per channel, the film's log response) sets the tones and removes the orange mask; its levels come from
         the render-size copy with its holes inpainted (`patched`: a bright hole would take the film-base
-        percentile and leave the orange mask in) and apply to the full size as a table. The network then only
+        percentile and leave the orange mask in; read again once the positive has confirmed what is damage,
+        `_negative_levels`) and apply to the full size as a table. The network then only
         has to repair and, for black-and-white film, colourize: the positive is treated like a print or a
         colour scan. The film's latitude comes from its slope (`negative_lut`'s `film_gamma`); `holes`, the damage
         found on the scan, is kept where the positive confirms it (`_positive_copy`). `done`: (levels, network
@@ -1079,8 +1134,7 @@ class Restorer:
         Returns (full-size positive, render-size positive, network output, type for `transfer`, damage mask).
         """
         if done is None:
-            levels = negative_lut(patched)
-            network_in, holes = self._positive_copy(small, holes, levels)
+            levels, network_in, holes = self._negative_levels(small, patched, holes)
             inverted_out = self._timed_pass(network_in, "render", passes)
         else:
             levels, inverted_out, holes = done

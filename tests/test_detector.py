@@ -18,7 +18,13 @@ from degradations.pipeline import PipelineConfig
 from restore.arch import DetectorSpec, build_detector, count_parameters
 from restore.config import load_config
 from restore.data import DataOptions, make_damage_datasets
-from restore.inference import Restorer, components_touching, edge_lines_cleared, text_cleared
+from restore.inference import (
+    Restorer,
+    _brighter_than_around,
+    components_touching,
+    edge_lines_cleared,
+    text_cleared,
+)
 from restore.train import DamageLoss, DetectorConfig, damage_f1, export_detector, train_detector
 from restore.weights import WeightsError, load_detector, save_detector
 
@@ -292,6 +298,61 @@ def test_damage_found_on_a_negative_counts_only_where_its_positive_shows_it_too(
     monkeypatch.setattr("restore.inference.CONFIRM_NEGATIVE_DAMAGE", False)
     unconfirmed, _ = restorer.restore_array(negative)
     assert unconfirmed[85:115, 125:175].mean() < 200   # filled from the darker scene around it
+
+
+@pytest.mark.parametrize("input_type", ["auto", "negative"])
+def test_damage_its_positive_does_not_confirm_leaves_a_negative_s_levels_as_without_it(input_type, monkeypatch):
+    # the scan's densest part (a white shirt) taken for damage and not confirmed: the levels are read as if
+    # nothing had been found, not from a scan with its highlight inpainted away (mid-tones too bright)
+    y, x = np.mgrid[0:200, 0:300].astype(np.float32)
+    gray = np.clip(40 + 150 * x / 300 + 15 * np.sin(y / 13.0), 0, 255)
+    scene = np.stack([0.6 * gray, 0.8 * gray, gray], axis=2).astype(np.uint8)
+    scene[80:120, 120:180] = 250
+    negative = negative_film(scene, base=(0.86, 0.44, 0.17), gamma=(0.55, 0.6, 0.65), exposure=1.0,
+                             flare=0.01, gain=1.0)
+    flagged = Restorer(model=_InvertsOrangeScans(), detector=_FlagsDark(), device="cpu", input_type=input_type)
+    unflagged = Restorer(model=_InvertsOrangeScans(), detector=None, device="cpu", input_type=input_type)
+    assert (flagged.find_damage(negative)[80:120, 120:180] > 0).all()
+    restored, info = flagged.restore_array(negative)
+    reference, _ = unflagged.restore_array(negative)
+    assert info["input_type"] == "negative"
+    scene_part = np.ones(negative.shape[:2], bool)
+    scene_part[70:130, 110:190] = False
+    assert np.abs(restored.astype(int) - reference)[scene_part].max() <= 2
+    monkeypatch.setattr("restore.inference.RELEVEL_CONFIRMED", False)
+    inpainted_levels, _ = flagged.restore_array(negative)
+    assert (inpainted_levels.astype(int) - reference)[scene_part].mean() > 10      # brighter
+
+
+def test_unconfirmed_damage_that_reaches_the_edge_or_is_bright_still_sets_a_negative_s_levels(monkeypatch):
+    # a dense area cut by the frame (a stain or tear reaching in) or a bright one (a hole on the scan, which
+    # would take the film-base percentile) stays inpainted for the levels even when the positive does not
+    # confirm it: only interior dense areas, which a scene's highlights are, are read again
+    y, x = np.mgrid[0:200, 0:300].astype(np.float32)
+    gray = np.clip(40 + 150 * x / 300 + 15 * np.sin(y / 13.0), 0, 255)
+    scene = np.stack([0.6 * gray, 0.8 * gray, gray], axis=2).astype(np.uint8)
+    scene[0:40, 120:180] = 250                         # dense on the scan, and at its top edge
+    negative = negative_film(scene, base=(0.86, 0.44, 0.17), gamma=(0.55, 0.6, 0.65), exposure=1.0,
+                             flare=0.01, gain=1.0)
+    flagged = Restorer(model=_InvertsOrangeScans(), detector=_FlagsDark(), device="cpu")
+    unflagged = Restorer(model=_InvertsOrangeScans(), detector=None, device="cpu")
+    restored, info = flagged.restore_array(negative)
+    assert info["input_type"] == "negative"
+    monkeypatch.setattr("restore.inference.RELEVEL_CONFIRMED", False)
+    inpainted_levels, _ = flagged.restore_array(negative)
+    reference, _ = unflagged.restore_array(negative)
+    assert np.array_equal(restored, inpainted_levels)
+    assert (restored.astype(int) - reference)[60:, :].mean() > 10
+
+    image = np.full((60, 90, 3), 100, np.uint8)
+    image[10:20, 10:20] = 200                          # brighter than around it
+    image[30:40, 50:60] = 20                           # darker
+    image[45:55, 5:15] = 101                           # a shade brighter
+    mask = np.zeros((60, 90), bool)
+    mask[8:22, 8:22] = mask[28:42, 48:62] = mask[45:55, 5:15] = True
+    found = _brighter_than_around(image, mask) > 0
+    assert found[8:22, 8:22].all() and found[45:55, 5:15].all()
+    assert not found[28:42, 48:62].any() and found.sum() == 14 * 14 + 100
 
 
 def test_a_blob_on_a_negative_s_positive_does_not_confirm_damage_found_on_its_scan(monkeypatch):
