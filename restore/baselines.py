@@ -280,24 +280,35 @@ def _contrasting(pixels: np.ndarray, mask: np.ndarray, min_contrast: float,
                  max_blob_texture: float | None = None) -> np.ndarray:
     """Keep the blobs of `mask` (uint8 0/1) whose mean colour differs from a 2 px ring around them by
     `min_contrast` (RGB distance): damage sits *on* the picture, flat scenery fades into its surroundings."""
-    count, labels = cv2.connectedComponents(mask, connectivity=8)
+    count, labels, inside, around = blob_and_ring_colours(pixels, mask, ring=2)
     if count <= 1:
         return mask
-    grown = cv2.dilate(labels.astype(np.float32), np.ones((5, 5), np.uint8)).astype(np.int32)
-    ring = (labels == 0) & (grown > 0)
-    flat = pixels.reshape(-1, 3).astype(np.float64)
-
-    def mean_colour(where: np.ndarray, label_of: np.ndarray) -> np.ndarray:
-        ids = label_of[where]
-        sums = np.stack([np.bincount(ids, flat[where.ravel(), c], minlength=count) for c in range(3)], axis=1)
-        return sums / np.maximum(np.bincount(ids, minlength=count), 1)[:, None]
-
-    contrast = np.linalg.norm(mean_colour(labels > 0, labels) - mean_colour(ring, grown), axis=1)
-    keep = contrast >= min_contrast
+    keep = np.linalg.norm(inside - around, axis=1) >= min_contrast
     if max_blob_texture is not None:
         keep &= _brightness_spread(pixels, labels, count) <= max_blob_texture
     keep[0] = False
     return keep[labels].astype(np.uint8)
+
+
+def blob_and_ring_colours(image: np.ndarray, mask: np.ndarray, ring: int
+                          ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """(label count, labels, mean colour of each 8-connected blob of `mask` (nonzero = set), mean colour of
+    the `ring` px around it): count x channels arrays, row 0 the background's."""
+    count, labels = cv2.connectedComponents((mask > 0).astype(np.uint8), connectivity=8)
+    if count <= 1:
+        empty = np.zeros((count, image.shape[2]))
+        return count, labels, empty, empty
+    grown = cv2.dilate(labels.astype(np.float32), np.ones((2 * ring + 1,) * 2, np.uint8)).astype(np.int32)
+    around = (labels == 0) & (grown > 0)
+    flat = image.reshape(-1, image.shape[2]).astype(np.float64)
+
+    def mean_colour(where: np.ndarray, label_of: np.ndarray) -> np.ndarray:
+        ids = label_of[where]
+        sums = np.stack([np.bincount(ids, flat[where.ravel(), c], minlength=count)
+                         for c in range(flat.shape[1])], axis=1)
+        return sums / np.maximum(np.bincount(ids, minlength=count), 1)[:, None]
+
+    return count, labels, mean_colour(labels > 0, labels), mean_colour(around, grown)
 
 
 def inpaint_holes(image: np.ndarray, mask: np.ndarray | None = None, radius: int = 5) -> np.ndarray:

@@ -28,7 +28,7 @@ carried back to the original size:
   slope (`restore.baselines.FILM_GAMMA`). The network's own inversion of the scan is not mixed in: on 165
   training photos made into negatives, fitting the latitude to it with weight 0.5 lost 2.6 dB (colour) and
   0.8 dB (b&w) against the film's slope alone. The damage found on the scan counts only where the positive
-  confirms it (`Restorer._positive_copy`). A network that inverts the copy too inverts whatever it is shown
+  confirms it (`Restorer._confirmed_damage`). A network that inverts the copy too inverts whatever it is shown
   (a weak one does that to some dark sepia prints), so the photo is a positive. Positives take one pass (an
   orange-lit one two); a noisy negative's scan, as it came, is denoised again by the negative denoiser (its
   loss taken on the positive: the inversion magnifies what is left of the noise on the scan's dense end) or,
@@ -69,7 +69,14 @@ import torch
 from PIL import Image
 from torch import nn
 
-from restore.baselines import denoise_gaussian, estimate_noise_sigma, hole_mask, inpaint_holes, negative_lut
+from restore.baselines import (
+    blob_and_ring_colours,
+    denoise_gaussian,
+    estimate_noise_sigma,
+    hole_mask,
+    inpaint_holes,
+    negative_lut,
+)
 from restore.imageio import arrays_to_pil, pil_to_arrays
 from restore.imaging import to_tensor, to_uint8
 from restore.metrics import mae
@@ -107,7 +114,7 @@ DESATURATION_MIN_SCALE = 0.2     # network chroma at least this share of the inp
 INPUT_EVIDENCE = 20.0            # levels of the input's own high band needed before the high band marks damage
 NOISY_NEGATIVE_SIGMA = 6.0       # levels of noise on a negative's scan above which it is denoised before inversion ...
 NOISY_NEGATIVE_FLAT_SIGMA = 5.0  # ... if its flattest blocks (`_noise_sigma`) show this much too (texture is no noise)
-# A negative's damage mask keeps only what its positive confirms (`Restorer._positive_copy`).
+# A negative's damage mask keeps only what its positive confirms (`Restorer._confirmed_damage`).
 CONFIRM_NEGATIVE_DAMAGE = True
 RELEVEL_CONFIRMED = True         # ... and its levels are read again with only that damage inpainted
 NEGATIVE_DAMAGE_SHARE = 0.2      # ... by the detector: the share of a damaged area it marks on the positive too
@@ -736,24 +743,14 @@ def _touching_border(mask: np.ndarray) -> np.ndarray:
     return components_touching(mask.astype(np.uint8) * 255, border).astype(np.uint8) * 255
 
 
-def _brighter_than_around(image: np.ndarray, mask: np.ndarray, ring: int = 7) -> np.ndarray:
+def _brighter_than_around(image: np.ndarray, mask: np.ndarray, ring: int = 3) -> np.ndarray:
     """uint8 mask (255) of the components of boolean `mask` whose mean luminance is above that of the `ring` px
     around them."""
-    count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
-    out = np.zeros(mask.shape, np.uint8)
-    if count <= 1:
-        return out
-    luma = image.astype(np.float32).mean(axis=2).ravel()
-    grown = cv2.dilate(labels.astype(np.float32), np.ones((ring, ring), np.uint8)).astype(np.int64)
-    around = (grown > 0) & (labels == 0)
-    inside_sum = np.bincount(labels.ravel(), weights=luma, minlength=count)
-    inside_n = np.bincount(labels.ravel(), minlength=count)
-    ring_sum = np.bincount(grown[around], weights=luma[around.ravel()], minlength=count)
-    ring_n = np.bincount(grown[around], minlength=count)
-    bright = inside_sum / np.maximum(inside_n, 1) > ring_sum / np.maximum(ring_n, 1)
-    bright[0] = False
-    out[bright[labels]] = 255
-    return out
+    count, labels, inside, around = blob_and_ring_colours(image, mask, ring)
+    bright = inside.mean(axis=1) > around.mean(axis=1)
+    if count:
+        bright[0] = False
+    return bright[labels].astype(np.uint8) * 255
 
 
 def _denoised_if_noisy(rgb: np.ndarray, crop: int = 1024) -> tuple[float, np.ndarray | None]:
@@ -1067,7 +1064,7 @@ class Restorer:
         scan `small`, `patched` that scan with the damage found on it (`holes`) inpainted.
 
         The levels are read with the damage inpainted, so a bright hole does not take the film-base percentile;
-        but only damage the positive confirms (`_positive_copy`) is damage: once that is known they are read
+        but only damage the positive confirms (`_confirmed_damage`) is damage: once that is known they are read
         again with only it inpainted, so a dense highlight taken for damage on the scan and not confirmed still
         sets the stretch (a woman's face on an eval negative: 27.30 -> 29.08 dB, the classical inversion's).
         What the positive does not confirm stays inpainted for the levels where it is brighter than what is
@@ -1075,7 +1072,7 @@ class Restorer:
         stain cut by it, denser than the scene: without this rule one eval negative with holes lost 12.2 dB).
         """
         levels = negative_lut(patched)
-        network_in, confirmed = self._positive_copy(small, holes, levels)
+        confirmed = self._confirmed_damage(small, holes, levels)
         if RELEVEL_CONFIRMED and holes is not None and holes.any():
             kept = confirmed if confirmed is not None else np.zeros_like(holes)
             unconfirmed = (holes > 0) & (kept == 0)
@@ -1083,13 +1080,12 @@ class Restorer:
             kept = np.maximum(kept, _touching_border(unconfirmed))
             if not np.array_equal(kept > 0, holes > 0):
                 levels = negative_lut(inpaint_holes(small, kept) if kept.any() else small)
-                inverted = cv2.LUT(small, levels)
-                network_in = inpaint_holes(inverted, confirmed) if confirmed is not None else inverted
-        return levels, network_in, confirmed
+        inverted = cv2.LUT(small, levels)
+        return levels, inpaint_holes(inverted, confirmed) if confirmed is not None else inverted, confirmed
 
-    def _positive_copy(self, small: np.ndarray, holes: np.ndarray | None, levels: np.ndarray
-                       ) -> tuple[np.ndarray, np.ndarray | None]:
-        """(what the network sees of a negative's positive, its damage mask), from the render-size scan.
+    def _confirmed_damage(self, small: np.ndarray, holes: np.ndarray | None, levels: np.ndarray
+                          ) -> np.ndarray | None:
+        """The damage mask of a negative's positive (`levels` applied to the render-size scan `small`), or None.
 
         The damage found on the scan (`holes`) counts only where the positive shows damage too or the blob search
         found it on the scan (dust, bright on the scan, clips to black on the positive, which the blob search
@@ -1113,8 +1109,7 @@ class Restorer:
             if detected is not None:
                 confirmed |= components_touching(holes, detected, NEGATIVE_DAMAGE_SHARE)
             holes = confirmed.astype(np.uint8) * 255 if confirmed.any() else None
-        patched = inpaint_holes(inverted, holes) if holes is not None else inverted
-        return patched, holes
+        return holes
 
     def _as_positive(self, rgb: np.ndarray, small: np.ndarray, patched: np.ndarray, holes: np.ndarray | None,
                      passes: list[dict[str, Any]],
@@ -1129,7 +1124,7 @@ class Restorer:
         `_negative_levels`) and apply to the full size as a table. The network then only
         has to repair and, for black-and-white film, colourize: the positive is treated like a print or a
         colour scan. The film's latitude comes from its slope (`negative_lut`'s `film_gamma`); `holes`, the damage
-        found on the scan, is kept where the positive confirms it (`_positive_copy`). `done`: (levels, network
+        found on the scan, is kept where the positive confirms it (`_confirmed_damage`). `done`: (levels, network
         output on the positive's copy, its damage mask) when already computed.
         Returns (full-size positive, render-size positive, network output, type for `transfer`, damage mask).
         """
