@@ -666,6 +666,22 @@ def test_a_clean_negative_of_fine_texture_is_not_denoised():
     assert texture(restored) > 0.8 * texture(plain)
 
 
+def test_a_clean_negative_textured_all_over_is_inverted_without_coring():
+    # fine texture everywhere (fur): the scan's flattest blocks read clean, but the inversion stretches the
+    # texture back to the photo's own, which the flattest blocks of the positive read as grain
+    photo = _colourful()[:217, :333].astype(np.float32)
+    fur = cv2.GaussianBlur(np.random.default_rng(0).normal(0, 1, photo.shape[:2]).astype(np.float32), (0, 0), 0.7)
+    photo += (fur / fur.std() * 16)[..., None]
+    negative = _colour_film(np.clip(photo, 0, 255).astype(np.uint8))
+    restored, info = Restorer(model=_InvertsOrange(), device="cpu", render_factor=32).restore_array(negative)
+    assert info["input_type"] == "negative" and info["noise_sigma"] < 5 and info["coring"] == 0
+    plain = cv2.LUT(negative, negative_lut(negative))
+    def texture(image: np.ndarray) -> float:
+        grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        return float(np.abs(grey - cv2.blur(grey, (3, 3))).mean())
+    assert texture(restored) > 0.95 * texture(plain)        # cored, it kept half of it
+
+
 def test_transfer_refuses_a_holes_mask_of_another_size():
     photo = _scene()
     small = _small(photo)
