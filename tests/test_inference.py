@@ -25,6 +25,7 @@ from restore.inference import (
     NEGATIVE_COARSE_CORRELATION,
     NEGATIVE_CORRELATION,
     Restorer,
+    _luma_noise_sigma,
     chroma_spread,
     coarse_correlation,
     film_base_ratios,
@@ -680,6 +681,27 @@ def test_a_clean_negative_textured_all_over_is_inverted_without_coring():
         grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
         return float(np.abs(grey - cv2.blur(grey, (3, 3))).mean())
     assert texture(restored) > 0.95 * texture(plain)        # cored, it kept half of it
+
+
+def test_texture_filling_a_colour_negative_is_not_taken_for_noise():
+    # fine texture the same in every channel (a lawn) reads like noise in the luminance's flattest blocks;
+    # noise, in each channel on its own, reads in the chroma too
+    negative = _colour_film(np.ascontiguousarray(_colourful()[:217, :333])).astype(np.float32)
+    rng = np.random.default_rng(0)
+    lawn = cv2.GaussianBlur(rng.normal(0, 1, negative.shape[:2]).astype(np.float32), (0, 0), 0.7)
+    textured = np.clip(negative + (lawn / lawn.std() * 14)[..., None], 0, 255).astype(np.uint8)
+    noisy = np.clip(negative + rng.normal(0, 10, negative.shape), 0, 255).astype(np.uint8)
+    assert _luma_noise_sigma(textured) > _luma_noise_sigma(noisy) > 6
+    for scan, noise in ((textured, False), (noisy, True)):
+        general, scans = _RecordsBlur(), _RecordsBlur()
+        info = Restorer(model=_InvertsOrange(), device="cpu", render_factor=32, denoiser=general,
+                        negative_denoiser=scans).restore_array(scan)[1]
+        assert info["input_type"] == "negative"
+        assert info["denoiser_ran"] == info["scan_denoised"] == noise
+        assert len(general.seen) == len(scans.seen) == int(noise)
+    # without a negative denoiser, non-local means is not run on the texture either
+    info = Restorer(model=_InvertsOrange(), device="cpu", render_factor=32, denoise=False).restore_array(textured)[1]
+    assert not info["scan_denoised"]
 
 
 def test_transfer_refuses_a_holes_mask_of_another_size():
