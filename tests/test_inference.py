@@ -704,6 +704,31 @@ def test_texture_filling_a_colour_negative_is_not_taken_for_noise():
     assert not info["scan_denoised"]
 
 
+class _InvertsOrangeWarmsTheRest(nn.Module):
+    """Stand-in colourizer: inverts an orange image (a colour negative), gives any other a warm tint."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _is_orange(x):
+            return -x
+        return x + torch.tensor([0.15, 0.0, -0.15]).view(1, 3, 1, 1)
+
+
+@pytest.mark.parametrize("input_type", ["auto", "negative"])
+def test_a_grey_scene_on_colour_film_keeps_its_recorded_colours(input_type):
+    # colour film of a grey subject: its positive reads as grey, but an orange mask means the colours were
+    # recorded, so none are made up; the same scene on black-and-white film is colourized
+    scene = np.ascontiguousarray(_scene()[:217, :333])
+    restorer = Restorer(model=_InvertsOrangeWarmsTheRest(), device="cpu", render_factor=32, input_type=input_type)
+    restored, info = restorer.restore_array(_colour_film(scene))
+    assert info["input_type"] == "negative"
+    warmth = restored[..., 0].astype(float) - restored[..., 2]
+    assert abs(warmth.mean()) < 3
+    bw_film = 255 - scene
+    colourized = Restorer(model=_InvertsOrangeWarmsTheRest(), device="cpu", render_factor=32,
+                          input_type="negative").restore_array(bw_film)[0]
+    assert (colourized[..., 0].astype(float) - colourized[..., 2]).mean() > 30
+
+
 def test_transfer_refuses_a_holes_mask_of_another_size():
     photo = _scene()
     small = _small(photo)
