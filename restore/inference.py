@@ -365,17 +365,17 @@ def _scan_noise_sigma(rgb: np.ndarray, crop: int = 1024) -> float:
     DENOISE_MIN_SIGMA: grain and scanner noise are in each dye layer, so they read in the chroma too, and
     fine texture that fills the frame (a lawn, a hedge) reads in the luminance alone. 86 synthetic colour
     negatives (46 eval, 40 training photos) read, clean, luminance 0-5.88 and chroma 0-2.51; with sigma 10,
-    luminance 6.47-9.71 and chroma 6.23-7.40. The mask is looked for on a copy of about 1 MP and the
-    chroma read on the central `crop` (as `_noise_sigma` reads it), so a big scan costs no more memory.
+    luminance 6.47-9.71 and chroma 6.23-7.40. All three are read on the central `crop` (where `_noise_sigma`
+    reads), converted alone, and the mask looked for on a copy of about 1 MP, so a big scan costs little.
     """
-    luma = _luma_noise_sigma(rgb)
     height, width = rgb.shape[:2]
+    top, left = max(0, (height - crop) // 2), max(0, (width - crop) // 2)
+    ycc = cv2.cvtColor(np.ascontiguousarray(rgb[top: top + crop, left: left + crop]), cv2.COLOR_RGB2YCrCb)
+    luma = _noise_sigma(ycc[..., 0].astype(np.float32), crop)
     step = max(1, int(np.sqrt(height * width / 1e6)))
     if luma < DENOISE_MIN_SIGMA or not has_orange_base(rgb[::step, ::step]):
         return luma
-    top, left = max(0, (height - crop) // 2), max(0, (width - crop) // 2)
-    ycc = cv2.cvtColor(np.ascontiguousarray(rgb[top: top + crop, left: left + crop]), cv2.COLOR_RGB2YCrCb)
-    chroma = max(_noise_sigma(ycc[..., 1].astype(np.float32)), _noise_sigma(ycc[..., 2].astype(np.float32)))
+    chroma = max(_noise_sigma(ycc[..., channel].astype(np.float32), crop) for channel in (1, 2))
     return luma if chroma >= DENOISE_MIN_SIGMA else min(luma, chroma)
 
 
@@ -769,10 +769,9 @@ def _touching_border(mask: np.ndarray) -> np.ndarray:
 def _brighter_than_around(image: np.ndarray, mask: np.ndarray, ring: int = 3) -> np.ndarray:
     """uint8 mask (255) of the components of boolean `mask` whose mean luminance is above that of the `ring` px
     around them."""
-    count, labels, inside, around = blob_and_ring_colours(image, mask, ring)
+    _, labels, inside, around = blob_and_ring_colours(image, mask, ring)
     bright = inside.mean(axis=1) > around.mean(axis=1)
-    if count:
-        bright[0] = False
+    bright[0] = False                                   # the background
     return bright[labels].astype(np.uint8) * 255
 
 
